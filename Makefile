@@ -1,0 +1,48 @@
+# moonforge — build, test, run.   `make run` and `make test` are the two commands a newcomer needs.
+CC        ?= gcc
+CFLAGS    ?= -std=c11 -O2 -Wall -Wextra
+CUDA_HOME ?= /usr/local/cuda
+LUA_INC   ?= /usr/include/lua5.4
+LUA_LIB   ?= /usr/lib/x86_64-linux-gnu/liblua5.4.a
+# OpenBLAS and Lua are linked statically so that bin/ built here also runs on the GPU machine.
+BLAS_LIB  ?= -Wl,-Bstatic -lopenblas -Wl,-Bdynamic -lpthread
+
+RUNTIME_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
+RUNTIME_HDR := $(wildcard runtime/*.h)
+SPEC      ?= specs/gpt2_tiny.lua
+
+.PHONY: all deps test test-gpu bench run clean
+
+all: bin/gen bin/runtime bin/test_runtime_cpu
+
+deps:
+	@scripts/deps.sh
+
+bin/gen: gen/main.c
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -I$(LUA_INC) $< -o $@ $(LUA_LIB) -ldl -lm
+
+bin/runtime: runtime/main.c $(RUNTIME_SRC) $(RUNTIME_HDR)
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include runtime/main.c $(RUNTIME_SRC) -o $@ $(BLAS_LIB) -ldl -lm
+
+bin/test_runtime_cpu: tests/unit/test_runtime_cpu.c $(RUNTIME_SRC) $(RUNTIME_HDR)
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -Iruntime $< $(RUNTIME_SRC) -o $@ $(BLAS_LIB) -ldl -lm
+
+# Every test that needs no GPU; the last line is "N passed, M failed".
+test: deps all
+	@tests/run.sh
+
+# On the GPU machine (bin/ built here and carried, or built there).
+test-gpu: all
+	@tests/run_gpu.sh
+
+bench: all
+	@bench/bench.sh
+
+run: deps all
+	@scripts/run.sh $(SPEC)
+
+clean:
+	rm -rf bin out out.failed

@@ -1,0 +1,85 @@
+-- gen/driver.lua — the generator as one readable list of passes.
+--
+--   spec → config → graph → backward → fusion → memory → emit → compile
+--
+-- Each pass takes the previous stage's plain table and returns the next; `gen --dump STAGE`
+-- prints that stage and stops, so a wrong kernel can be traced to the pass that made it.
+local util = require "util"
+local config = require "config"
+local graph = require "graph"
+local autodiff = require "autodiff"
+local fuse = require "fuse"
+local memplan = require "memplan"
+local emit = require "emit"
+local compile = require "compile"
+
+local USAGE = [[
+usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90] [--dump STAGE] [--no-fuse] [-v]
+
+  SPEC            a model spec (Lua), e.g. specs/gpt2_124m.lua
+  -o DIR          output directory (default out/); replaced atomically
+  --set k=v       override any spec field, e.g. --set train.lr=1e-3 --set model.n_layer=4
+  --arch sm_XX    NVRTC target (default sm_90)
+  --dump STAGE    print one stage and stop: spec config graph backward fusion memory emit
+  --no-fuse       skip the fusion pass (debugging: every op runs as its own kernel)
+  --no-compile    write model.cu and the plan but skip NVRTC (no model.ptx)
+  -v              print the time of each stage]]
+
+local PASSES = {
+  { "spec",     function(s, o) return config.load(o.spec) end },
+  { "config",   function(s, o) return config.resolve(s, o.sets) end },
+  { "graph",    function(s) return graph.build(s) end },
+  { "backward", function(s) return autodiff.derive(s) end },
+  { "fusion",   function(s, o) return o.nofuse and s or fuse.run(s) end },
+  { "memory",   function(s) return memplan.run(s) end },
+  { "emit",     function(s, o) return emit.run(s, o) end },
+  { "compile",  function(s, o) return compile.run(s, o) end },
+}
+
+local function parse_args(argv)
+  local o = { sets = {}, out = "out", arch = "sm_90" }
+  local i = 1
+  local function value(flag)
+    i = i + 1
+    if argv[i] == nil then util.fail(2, "gen: %s needs a value", flag) end
+    return argv[i]
+  end
+  while argv[i] do
+    local a = argv[i]
+    if a == "-h" or a == "--help" then print(USAGE); os.exit(0)
+    elseif a == "-o" then o.out = value(a)
+    elseif a == "--set" then o.sets[#o.sets + 1] = value(a)
+    elseif a:match("^%-%-set=") then o.sets[#o.sets + 1] = a:sub(7)
+    elseif a == "--arch" then o.arch = value(a)
+    elseif a == "--dump" then o.dump = value(a)
+    elseif a == "--no-fuse" then o.nofuse = true
+    elseif a == "--no-compile" then o.nocompile = true
+    elseif a == "-v" then o.verbose = true
+    elseif a:sub(1, 1) == "-" then util.fail(2, "gen: unknown option %s\n%s", a, USAGE)
+    elseif o.spec then util.fail(2, "gen: more than one spec given (%s and %s)", o.spec, a)
+    else o.spec = a end
+    i = i + 1
+  end
+  if not o.spec then util.fail(2, "%s", USAGE) end
+  if not o.arch:match("^sm_%d+a?$") then util.fail(2, "gen: --arch %s: expected sm_NN (e.g. sm_90)", o.arch) end
+  if o.dump then
+    local known = false
+    for _, p in ipairs(PASSES) do known = known or p[1] == o.dump end
+    if not known then util.fail(2, "gen: --dump %s: unknown stage (spec config graph backward fusion memory emit)", o.dump) end
+  end
+  o.out = o.out:gsub("/+$", "")
+  return o
+end
+
+local o = parse_args(arg)
+local stage
+for _, p in ipairs(PASSES) do
+  local t0 = mf.clock()
+  stage = p[2](stage, o)
+  if o.verbose then io.stderr:write(string.format("gen: %-8s %7.1f ms\n", p[1], (mf.clock() - t0) * 1e3)) end
+  if o.dump == p[1] then
+    io.write(util.dump(stage, p[1]))
+    return 0
+  end
+end
+return 0

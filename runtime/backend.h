@@ -1,0 +1,48 @@
+/* backend.h — what the training loop, the checks and the benchmarks need from an executor.
+ * Two implementations: cpu.c (fp32 reference, the oracle) and gpu.c (CUDA driver API, cuBLASLt,
+ * generated kernels, the whole step replayed as one CUDA graph). All float data crossing this
+ * interface is f32 on the host; the GPU converts to/from bf16 where its buffers are bf16. */
+#ifndef MF_BACKEND_H
+#define MF_BACKEND_H
+#include "plan.h"
+
+typedef struct Backend Backend;
+struct Backend {
+  const char *name;          /* "cpu" or the GPU's name */
+  const Plan *plan;
+  double peak_flops;         /* dense bf16 peak for MFU; 0 when unknown (CPU) */
+  void (*destroy)(Backend *);
+
+  /* model state, all f32 host arrays of plan->param_elems elements */
+  void (*set_master)(Backend *, const float *master);     /* GPU also refreshes the bf16 params */
+  void (*get_master)(Backend *, float *out);
+  void (*get_grads)(Backend *, float *out);
+  void (*set_opt_state)(Backend *, const float *m, const float *v);
+  void (*get_opt_state)(Backend *, float *m, float *v);
+
+  /* inputs of one micro-step (plan dim N tokens each), and the step scalars (scal[0..7]) */
+  void (*set_batch)(Backend *, int micro, const int32_t *tokens, const int32_t *targets);
+  void (*set_scalars)(Backend *, const float *scal);
+
+  /* one whole optimizer step: zero grads and loss, fwd+bwd for each micro-step, opt ops */
+  void (*step)(Backend *);
+  /* pieces, for checks: zero grads+loss; run one op for micro-step `micro` */
+  void (*zero_grads)(Backend *);
+  void (*run_op)(Backend *, const Op *op, int micro);
+  void (*sync)(Backend *);
+
+  float (*read_loss)(Backend *);                          /* mean loss of the last step */
+  double (*read_grad_norm)(Backend *);                    /* √Σ partials after the opt ops */
+  /* read/write any ref as f32 (n elements); inputs are converted from/to int32 */
+  void (*read_ref)(Backend *, const Ref *r, int micro, float *out, long n);
+  void (*write_ref)(Backend *, const Ref *r, int micro, const float *in, long n);
+};
+
+Backend *cpu_backend_new(const Plan *p);
+/* ptx_path: DIR/model.ptx (a DIR/model.cubin beside it is preferred when its arch matches).
+ * Returns NULL with a message in err when no GPU/driver is available. */
+Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t errlen);
+
+/* Number of elements a ref covers (buffer numel, param numel, arena size, input numel...). */
+long ref_numel(const Plan *p, const Ref *r);
+#endif

@@ -1,0 +1,3 @@
+-- a spec may not touch files
+local f = io.open("/etc/passwd")
+return { name = "bad_sandbox" }
