@@ -5,7 +5,7 @@ CUDA_HOME ?= /usr/local/cuda
 LUA_INC   ?= /usr/include/lua5.4
 LUA_LIB   ?= /usr/lib/x86_64-linux-gnu/liblua5.4.a
 # OpenBLAS and Lua are linked statically so that bin/ built here also runs on the GPU machine.
-BLAS_LIB  ?= -Wl,-Bstatic -lopenblas -Wl,-Bdynamic -lpthread
+STATIC_LIBS ?= -Wl,-Bstatic -lopenblas -lpcre2-8 -Wl,-Bdynamic -lpthread
 
 RUNTIME_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
 RUNTIME_HDR := $(wildcard runtime/*.h)
@@ -13,7 +13,9 @@ SPEC      ?= specs/gpt2_tiny.lua
 
 .PHONY: all deps test test-gpu bench run clean
 
-all: bin/gen bin/runtime bin/test_runtime_cpu
+UNIT_TESTS := bin/test_runtime_cpu bin/test_tokenizer bin/test_shards bin/test_prepare
+
+all: bin/gen bin/runtime $(UNIT_TESTS)
 
 deps:
 	@scripts/deps.sh
@@ -24,11 +26,17 @@ bin/gen: gen/main.c
 
 bin/runtime: runtime/main.c $(RUNTIME_SRC) $(RUNTIME_HDR)
 	@mkdir -p bin
-	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include runtime/main.c $(RUNTIME_SRC) -o $@ $(BLAS_LIB) -ldl -lm
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include runtime/main.c $(RUNTIME_SRC) -o $@ $(STATIC_LIBS) -ldl -lm
 
-bin/test_runtime_cpu: tests/unit/test_runtime_cpu.c $(RUNTIME_SRC) $(RUNTIME_HDR)
+# Each unit test links the runtime's objects (everything but main.c).
+bin/test_%: tests/unit/test_%.c $(RUNTIME_SRC) $(RUNTIME_HDR)
 	@mkdir -p bin
-	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -Iruntime $< $(RUNTIME_SRC) -o $@ $(BLAS_LIB) -ldl -lm
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -Iruntime $< $(RUNTIME_SRC) -o $@ $(STATIC_LIBS) -ldl -lm
+
+# The standalone kernel tests and attention benchmark (needs nvcc; runs on the GPU machine).
+bin/test_kernels: tests/gpu/test_kernels.cu $(wildcard templates/*.cuh)
+	@mkdir -p bin
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
 
 # Every test that needs no GPU; the last line is "N passed, M failed".
 test: deps all

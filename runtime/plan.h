@@ -20,7 +20,8 @@ typedef enum { PH_FWD, PH_BWD, PH_OPT } Phase;
 #define MF_MAX_REFS 12
 #define MF_MAX_ATTRS 16
 
-typedef struct { char role[24]; RefKind kind; int idx; } Ref; /* idx: buffer/param/input index */
+/* idx: buffer/param/input index; out: the op writes this ref (written ">role=ref" in the plan) */
+typedef struct { char role[24]; RefKind kind; int idx; int out; } Ref;
 typedef struct { char key[24]; double val; } Attr;
 
 typedef struct {

@@ -36,7 +36,7 @@ check_error "--no-fuse keeps gelu and xent_bwd ops" 0 'bwd xent_bwd' $GEN specs/
 # The backward pass is derived: every parameter of the forward graph gets exactly one gradient
 # accumulation path into grad:<name>, and fusion removes exactly the ops it claims to.
 nparams=$(awk '/^param /' "$TMPDIR/gen_gpt2_tiny/model.plan" | wc -l)
-ngrads=$($GEN specs/gpt2_tiny.lua --dump backward | grep -o '> *[a-z]*=grad:[^[]*' | sed 's/.*grad://' | sort -u | wc -l)
+ngrads=$($GEN specs/gpt2_tiny.lua --dump backward | grep -oE '[a-z]+=grad:[^[]+' | sed 's/.*grad://' | sort -u | wc -l)
 if [ "$nparams" -gt 0 ] && [ "$nparams" -eq "$ngrads" ]; then ok "backward reaches all $nparams parameters"
 else notok "backward reaches all parameters" "plan params: $nparams, parameters with a gradient op: $ngrads"; fi
 
@@ -45,7 +45,7 @@ memcheck() {
   $GEN "$1" --dump memory | awk '
     /^  buf / { n++; sz = ($4 == "f32" || $4 == "i32") ? 4 : 2
       sub("gpu@", "", $6); split($9, lv, /\.\./)
-      lo[n] = $6; hi[n] = $6 + $5 * sz; a[n] = lv[1]; b[n] = lv[2]; name[n] = $3 }
+      lo[n] = $6 + 0; hi[n] = $6 + $5 * sz; a[n] = lv[1] + 0; b[n] = lv[2] + 0; name[n] = $3 }
     END { bad = 0
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
         if (!(b[i] < a[j] || b[j] < a[i]) && lo[i] < hi[j] && lo[j] < hi[i]) {

@@ -1,0 +1,413 @@
+/* cpu.c — the CPU reference backend (backend.h): fp32 host arenas laid out exactly as the plan
+ * says (activation buffers share memory where the memory plan makes them share), and one
+ * dispatch per op kind onto the reference math in cpu_ops.c. Every ref is bounds-checked
+ * against the extent the op will touch, so a wrong plan fails loudly instead of corrupting. */
+#include "backend.h"
+#include "cpu_ops.h"
+#include "util.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  Backend b;
+  const Plan *p;
+  long accum;                /* micro-steps per optimizer step */
+  float *master;             /* = params on the CPU */
+  float *grads, *m, *v, *acts, *partials;
+  int32_t *in[4];            /* inputs, accum × numel each */
+  float scal[8], loss;
+} Cpu;
+
+#define OPFMT "%s:%d: op %d (%s, %s)"
+#define OPARGS(c, op) (c)->p->path, (op)->line, (op)->idx, (op)->kind, (op)->comment
+
+/* The storage behind a float ref, with its element count. Inputs are int32 and go via iref. */
+static float *ref_base(Cpu *c, const Ref *r) {
+  const Plan *p = c->p;
+  switch (r->kind) {
+  case REF_ACT: return c->acts + p->bufs[r->idx].cpu_off;
+  case REF_PARAM: return c->master + p->params[r->idx].offset;
+  case REF_GRAD: return c->grads + p->params[r->idx].offset;
+  case REF_PARAMS: case REF_MASTER: return c->master;
+  case REF_GRADS: return c->grads;
+  case REF_ADAM_M: return c->m;
+  case REF_ADAM_V: return c->v;
+  case REF_SCAL: return c->scal;
+  case REF_LOSS: return &c->loss;
+  case REF_PARTIALS: return c->partials;
+  case REF_INPUT: return NULL;
+  }
+  return NULL;
+}
+
+static void check_micro(Cpu *c, int micro) {
+  if (micro < 0 || micro >= c->accum) fatal("micro-step %d out of range (accum %ld)", micro, c->accum);
+}
+
+/* Float ref of role `role`, which must hold at least `need` elements. */
+static float *F(Cpu *c, const Op *op, const char *role, long need) {
+  const Ref *r = op_ref_req(c->p, op, role);
+  if (r->kind == REF_INPUT) fatal(OPFMT ": ref '%s' is an int32 input, expected a float buffer", OPARGS(c, op), role);
+  long have = ref_numel(c->p, r);
+  if (have < need) {
+    char s[64];
+    ref_str(c->p, r, s, sizeof s);
+    fatal(OPFMT ": ref %s=%s has %ld elements, the op needs %ld", OPARGS(c, op), role, s, have, need);
+  }
+  return ref_base(c, r);
+}
+
+/* Int32 input ref (tokens/targets) of micro-step `micro`, at least `need` elements. */
+static const int32_t *I(Cpu *c, const Op *op, const char *role, long need, int micro) {
+  const Ref *r = op_ref_req(c->p, op, role);
+  if (r->kind != REF_INPUT) fatal(OPFMT ": ref '%s' must be an input (tokens/targets)", OPARGS(c, op), role);
+  long have = c->p->inputs[r->idx].numel;
+  if (have < need) fatal(OPFMT ": input %s has %ld elements, the op needs %ld", OPARGS(c, op), role, have, need);
+  check_micro(c, micro);
+  return c->in[r->idx] + (long)micro * have;
+}
+
+static long A(Cpu *c, const Op *op, const char *key) {
+  double v = op_attr(c->p, op, key);
+  if (v != floor(v) || v < 0 || v > 1e15) fatal(OPFMT ": attribute %s=%g must be a non-negative integer", OPARGS(c, op), key, v);
+  return (long)v;
+}
+static float Af(Cpu *c, const Op *op, const char *key) { return (float)op_attr(c->p, op, key); }
+
+/* ---- one function per op kind ---- */
+
+static void k_matmul(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long M = A(c, op, "M"), N = A(c, op, "N"), K = A(c, op, "K"), ta = A(c, op, "ta"), tb = A(c, op, "tb");
+  long epi = A(c, op, "epi");
+  float beta = Af(c, op, "beta");
+  if (epi > 3) fatal(OPFMT ": unknown epilogue %ld (expected 0..3)", OPARGS(c, op), epi);
+  if (epi == 3 && beta != 0) fatal(OPFMT ": epilogue 3 (dgelu) requires beta 0", OPARGS(c, op));
+  if (M > 0x7fffffff || N > 0x7fffffff || K > 0x7fffffff) fatal(OPFMT ": matmul too large for BLAS", OPARGS(c, op));
+  const float *a = F(c, op, "a", M * K), *b = F(c, op, "b", K * N);
+  float *cc = F(c, op, "c", M * N);
+  const float *bias = (epi == 1 || epi == 2) ? F(c, op, "bias", N) : NULL;
+  float *aux = (epi == 2 || epi == 3) ? F(c, op, "aux", M * N) : NULL;
+  cpu_matmul((int)M, (int)N, (int)K, (int)ta, (int)tb, beta, (int)epi, a, b, cc, bias, aux);
+}
+
+static void k_embed(Cpu *c, const Op *op, int micro) {
+  long N = A(c, op, "N"), T = A(c, op, "T"), D = A(c, op, "D");
+  const int32_t *tok = I(c, op, "tokens", N, micro);
+  const Ref *wr = op_ref_req(c->p, op, "wte");
+  long rows = ref_numel(c->p, wr) / (D ? D : 1);
+  for (long i = 0; i < N; i++)
+    if (tok[i] < 0 || tok[i] >= rows)
+      fatal(OPFMT ": token %d at position %ld (micro-step %d) is outside the embedding table (%ld rows)",
+            OPARGS(c, op), tok[i], i, micro, rows);
+  if (T <= 0) fatal(OPFMT ": T must be positive", OPARGS(c, op));
+  cpu_embed(tok, F(c, op, "wte", D), F(c, op, "wpe", (N < T ? N : T) * D), F(c, op, "out", N * D), N, T, D);
+}
+
+static void k_layernorm(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_layernorm(F(c, op, "x", N * C), F(c, op, "w", C), F(c, op, "b", C), F(c, op, "out", N * C),
+                F(c, op, "mean", N), F(c, op, "rstd", N), N, C, Af(c, op, "eps"));
+}
+
+static void k_add_layernorm(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_add_layernorm(F(c, op, "a", N * C), F(c, op, "b", N * C), F(c, op, "w", C), F(c, op, "bias", C),
+                    F(c, op, "sum", N * C), F(c, op, "out", N * C), F(c, op, "mean", N), F(c, op, "rstd", N), N,
+                    C, Af(c, op, "eps"));
+}
+
+static void k_add(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_add(F(c, op, "a", n), F(c, op, "b", n), F(c, op, "out", n), n);
+}
+
+static void k_gelu(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_gelu(F(c, op, "x", n), F(c, op, "out", n), n);
+}
+
+static void attn_dims(Cpu *c, const Op *op, long *B, long *T, long *H, long *d) {
+  *B = A(c, op, "B"); *T = A(c, op, "T"); *H = A(c, op, "H"); *d = A(c, op, "d");
+  if (*d == 0) fatal(OPFMT ": head dim d must be positive", OPARGS(c, op));
+}
+
+static void k_attention(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long B, T, H, d;
+  attn_dims(c, op, &B, &T, &H, &d);
+  long N = B * T, D = H * d;
+  cpu_attention(F(c, op, "qkv", N * 3 * D), F(c, op, "out", N * D), F(c, op, "lse", B * H * T), B, T, H, d);
+}
+
+static const int32_t *targets_checked(Cpu *c, const Op *op, long N, long V, int micro) {
+  const int32_t *t = I(c, op, "targets", N, micro);
+  for (long i = 0; i < N; i++)
+    if (t[i] >= V) fatal(OPFMT ": target %d at position %ld (micro-step %d) is not below V=%ld", OPARGS(c, op), t[i], i, micro, V);
+  return t;
+}
+
+static void k_xent(Cpu *c, const Op *op, int micro) {
+  long N = A(c, op, "N"), V = A(c, op, "V"), Vp = A(c, op, "Vp"), grad = A(c, op, "grad");
+  if (V > Vp || V == 0) fatal(OPFMT ": need 0 < V <= Vp", OPARGS(c, op));
+  const int32_t *t = targets_checked(c, op, N, V, micro);
+  cpu_xent(F(c, op, "logits", N * Vp), t, F(c, op, "losses", N), N, V, Vp, Af(c, op, "scale"), grad != 0);
+}
+
+static void k_loss_sum(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N");
+  cpu_loss_sum(F(c, op, "losses", N), F(c, op, "loss", 1), N, Af(c, op, "scale"));
+}
+
+static void k_gelu_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_gelu_bwd(F(c, op, "x", n), F(c, op, "dout", n), F(c, op, "dx", n), n, A(c, op, "acc") != 0);
+}
+
+static void k_layernorm_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_layernorm_bwd(F(c, op, "dout", N * C), F(c, op, "x", N * C), F(c, op, "w", C), F(c, op, "mean", N),
+                    F(c, op, "rstd", N), F(c, op, "dx", N * C), N, C, A(c, op, "acc") != 0);
+}
+
+static void k_layernorm_bwd_params(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_layernorm_bwd_params(F(c, op, "dout", N * C), F(c, op, "x", N * C), F(c, op, "mean", N),
+                           F(c, op, "rstd", N), F(c, op, "dw", C), F(c, op, "db", C), N, C);
+}
+
+static void k_bias_grad(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_bias_grad(F(c, op, "dout", N * C), F(c, op, "db", C), N, C);
+}
+
+static void k_attention_bwd_pre(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long B, T, H, d;
+  attn_dims(c, op, &B, &T, &H, &d);
+  long N = B * T, D = H * d;
+  cpu_attention_bwd_pre(F(c, op, "out", N * D), F(c, op, "dout", N * D), F(c, op, "delta", B * H * T), B, T, H, d);
+}
+
+static void k_attention_bwd_dkdv(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long B, T, H, d;
+  attn_dims(c, op, &B, &T, &H, &d);
+  long N = B * T, D = H * d;
+  cpu_attention_bwd_dkdv(F(c, op, "qkv", N * 3 * D), F(c, op, "dout", N * D), F(c, op, "lse", B * H * T),
+                         F(c, op, "delta", B * H * T), F(c, op, "dqkv", N * 3 * D), B, T, H, d);
+}
+
+static void k_attention_bwd_dq(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long B, T, H, d;
+  attn_dims(c, op, &B, &T, &H, &d);
+  long N = B * T, D = H * d;
+  cpu_attention_bwd_dq(F(c, op, "qkv", N * 3 * D), F(c, op, "dout", N * D), F(c, op, "lse", B * H * T),
+                       F(c, op, "delta", B * H * T), F(c, op, "dqkv", N * 3 * D), B, T, H, d);
+}
+
+static void k_embed_bwd_tok(Cpu *c, const Op *op, int micro) {
+  long N = A(c, op, "N"), D = A(c, op, "D");
+  const int32_t *tok = I(c, op, "tokens", N, micro); /* tokidx is for the GPU; ignored here */
+  const Ref *wr = op_ref_req(c->p, op, "dwte");
+  long rows = ref_numel(c->p, wr) / (D ? D : 1);
+  for (long i = 0; i < N; i++)
+    if (tok[i] < 0 || tok[i] >= rows)
+      fatal(OPFMT ": token %d at position %ld is outside the embedding table (%ld rows)", OPARGS(c, op), tok[i], i, rows);
+  cpu_embed_bwd_tok(tok, F(c, op, "dout", N * D), F(c, op, "dwte", D), N, D);
+}
+
+static void k_embed_bwd_pos(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), T = A(c, op, "T"), D = A(c, op, "D");
+  if (T <= 0) fatal(OPFMT ": T must be positive", OPARGS(c, op));
+  cpu_embed_bwd_pos(F(c, op, "dout", N * D), F(c, op, "dwpe", (N < T ? N : T) * D), N, T, D);
+}
+
+static void k_xent_bwd(Cpu *c, const Op *op, int micro) {
+  long N = A(c, op, "N"), V = A(c, op, "V"), Vp = A(c, op, "Vp");
+  if (V > Vp || V == 0) fatal(OPFMT ": need 0 < V <= Vp", OPARGS(c, op));
+  const int32_t *t = targets_checked(c, op, N, V, micro);
+  cpu_xent_bwd(F(c, op, "logits", N * Vp), t, F(c, op, "dlogits", N * Vp), N, V, Vp, Af(c, op, "scale"));
+}
+
+static void k_sumsq(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n"), G = A(c, op, "G");
+  if (G == 0) fatal(OPFMT ": G must be positive", OPARGS(c, op));
+  cpu_sumsq(F(c, op, "grads", n), F(c, op, "partials", G), n, G);
+}
+
+static void k_adamw(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n"), nd = A(c, op, "n_decay"), G = A(c, op, "G");
+  float *master = F(c, op, "master", n);
+  /* params is the master copy on the CPU: check the ref exists and is big enough, nothing to copy */
+  if (F(c, op, "params", n) != master)
+    fatal(OPFMT ": ref params must be the params arena", OPARGS(c, op));
+  cpu_adamw(master, F(c, op, "grads", n), F(c, op, "m", n), F(c, op, "v", n), F(c, op, "scal", 3),
+            F(c, op, "partials", G), n, nd, G, Af(c, op, "wd"), Af(c, op, "beta1"), Af(c, op, "beta2"),
+            Af(c, op, "eps"), Af(c, op, "clip"));
+}
+
+static const struct { const char *kind; void (*fn)(Cpu *, const Op *, int); } KINDS[] = {
+  {"matmul", k_matmul}, {"embed", k_embed}, {"layernorm", k_layernorm}, {"add_layernorm", k_add_layernorm},
+  {"add", k_add}, {"gelu", k_gelu}, {"attention", k_attention}, {"xent", k_xent}, {"loss_sum", k_loss_sum},
+  {"gelu_bwd", k_gelu_bwd}, {"layernorm_bwd", k_layernorm_bwd}, {"layernorm_bwd_params", k_layernorm_bwd_params},
+  {"bias_grad", k_bias_grad}, {"attention_bwd_pre", k_attention_bwd_pre},
+  {"attention_bwd_dkdv", k_attention_bwd_dkdv}, {"attention_bwd_dq", k_attention_bwd_dq},
+  {"embed_bwd_tok", k_embed_bwd_tok}, {"embed_bwd_pos", k_embed_bwd_pos}, {"xent_bwd", k_xent_bwd},
+  {"sumsq", k_sumsq}, {"adamw", k_adamw},
+};
+
+static void cpu_run_op(Backend *be, const Op *op, int micro) {
+  Cpu *c = (Cpu *)be;
+  for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
+    if (!strcmp(op->kind, KINDS[i].kind)) { KINDS[i].fn(c, op, micro); return; }
+  fatal(OPFMT ": unknown op kind '%s' for the CPU backend", OPARGS(c, op), op->kind);
+}
+
+/* ---- backend interface ---- */
+
+static void cpu_destroy(Backend *be) {
+  Cpu *c = (Cpu *)be;
+  free(c->master); free(c->grads); free(c->m); free(c->v); free(c->acts); free(c->partials);
+  for (int i = 0; i < 4; i++) free(c->in[i]);
+  free(c);
+}
+
+static size_t arena_bytes(Cpu *c) { return (size_t)c->p->param_elems * sizeof(float); }
+
+static void cpu_set_master(Backend *be, const float *w) { Cpu *c = (Cpu *)be; memcpy(c->master, w, arena_bytes(c)); }
+static void cpu_get_master(Backend *be, float *w) { Cpu *c = (Cpu *)be; memcpy(w, c->master, arena_bytes(c)); }
+static void cpu_get_grads(Backend *be, float *g) { Cpu *c = (Cpu *)be; memcpy(g, c->grads, arena_bytes(c)); }
+static void cpu_set_opt_state(Backend *be, const float *m, const float *v) {
+  Cpu *c = (Cpu *)be;
+  memcpy(c->m, m, arena_bytes(c));
+  memcpy(c->v, v, arena_bytes(c));
+}
+static void cpu_get_opt_state(Backend *be, float *m, float *v) {
+  Cpu *c = (Cpu *)be;
+  memcpy(m, c->m, arena_bytes(c));
+  memcpy(v, c->v, arena_bytes(c));
+}
+
+static void cpu_set_batch(Backend *be, int micro, const int32_t *tokens, const int32_t *targets) {
+  Cpu *c = (Cpu *)be;
+  check_micro(c, micro);
+  const Plan *p = c->p;
+  int it = plan_input(p, "tokens"), ig = plan_input(p, "targets"), ix = plan_input(p, "tokidx");
+  if (it >= 0) memcpy(c->in[it] + micro * p->inputs[it].numel, tokens, (size_t)p->inputs[it].numel * 4);
+  if (ig >= 0) memcpy(c->in[ig] + micro * p->inputs[ig].numel, targets, (size_t)p->inputs[ig].numel * 4);
+  /* tokidx is unused by the CPU ops, but kept valid so that `--check` can hand it to the GPU */
+  if (ix >= 0 && it >= 0) tokidx_build(tokens, p->inputs[it].numel, c->in[ix] + micro * p->inputs[ix].numel);
+}
+
+static void cpu_set_scalars(Backend *be, const float *scal) { memcpy(((Cpu *)be)->scal, scal, 8 * sizeof(float)); }
+
+static void cpu_zero_grads(Backend *be) {
+  Cpu *c = (Cpu *)be;
+  memset(c->grads, 0, arena_bytes(c));
+  c->loss = 0;
+}
+
+static void run_phase(Cpu *c, Phase ph, int micro) {
+  for (int i = 0; i < c->p->nop; i++)
+    if (c->p->ops[i].phase == ph) cpu_run_op(&c->b, &c->p->ops[i], micro);
+}
+
+static void cpu_step(Backend *be) {
+  Cpu *c = (Cpu *)be;
+  cpu_zero_grads(be);
+  for (int k = 0; k < c->accum; k++) {
+    run_phase(c, PH_FWD, k);
+    run_phase(c, PH_BWD, k);
+  }
+  run_phase(c, PH_OPT, 0);
+}
+
+static void cpu_sync(Backend *be) { (void)be; }
+
+static float cpu_read_loss(Backend *be) { return ((Cpu *)be)->loss; }
+
+static double cpu_read_grad_norm(Backend *be) {
+  Cpu *c = (Cpu *)be;
+  double s = 0;
+  for (long g = 0; g < c->p->n_partials; g++) s += c->partials[g];
+  return sqrt(s);
+}
+
+static void ref_io(Cpu *c, const Ref *r, int micro, float *f, long n, int write) {
+  long have = ref_numel(c->p, r);
+  if (n < 0 || n > have) {
+    char s[64];
+    ref_str(c->p, r, s, sizeof s);
+    fatal("%s ref %s: %ld elements requested, it has %ld", write ? "write" : "read", s, n, have);
+  }
+  if (r->kind == REF_INPUT) {
+    check_micro(c, micro);
+    int32_t *ip = c->in[r->idx] + (long)micro * have;
+    for (long i = 0; i < n; i++) {
+      if (write) ip[i] = (int32_t)lrintf(f[i]); else f[i] = (float)ip[i];
+    }
+    return;
+  }
+  float *fp = ref_base(c, r);
+  if (write) memmove(fp, f, (size_t)n * sizeof *f); else memmove(f, fp, (size_t)n * sizeof *f);
+}
+
+static void cpu_read_ref(Backend *be, const Ref *r, int micro, float *out, long n) { ref_io((Cpu *)be, r, micro, out, n, 0); }
+static void cpu_write_ref(Backend *be, const Ref *r, int micro, const float *in, long n) {
+  ref_io((Cpu *)be, r, micro, (float *)in, n, 1);
+}
+
+Backend *cpu_backend_new(const Plan *p) {
+  Cpu *c = xcalloc(1, sizeof *c);
+  c->p = p;
+  c->accum = plan_dim_opt(p, "accum", 1);
+  if (c->accum < 1) fatal("%s: dim accum must be at least 1", p->path);
+  size_t pe = (size_t)p->param_elems;
+  c->master = xcalloc(pe, sizeof(float));
+  c->grads = xcalloc(pe, sizeof(float));
+  c->m = xcalloc(pe, sizeof(float));
+  c->v = xcalloc(pe, sizeof(float));
+  c->acts = xcalloc((size_t)p->act_cpu_elems, sizeof(float));
+  c->partials = xcalloc((size_t)p->n_partials, sizeof(float));
+  for (int i = 0; i < p->ninput; i++) c->in[i] = xcalloc((size_t)(p->inputs[i].numel * c->accum), sizeof(int32_t));
+  int ix = plan_input(p, "tokidx"), it = plan_input(p, "tokens");
+  if (ix >= 0 && (it < 0 || p->inputs[ix].numel < 2 * p->inputs[it].numel + 2))
+    fatal("%s: input tokidx needs 2·N+2 elements (N = tokens per micro-step)", p->path);
+  Backend *b = &c->b;
+  b->name = "cpu";
+  b->plan = p;
+  b->peak_flops = 0;
+  b->destroy = cpu_destroy;
+  b->set_master = cpu_set_master;
+  b->get_master = cpu_get_master;
+  b->get_grads = cpu_get_grads;
+  b->set_opt_state = cpu_set_opt_state;
+  b->get_opt_state = cpu_get_opt_state;
+  b->set_batch = cpu_set_batch;
+  b->set_scalars = cpu_set_scalars;
+  b->step = cpu_step;
+  b->zero_grads = cpu_zero_grads;
+  b->run_op = cpu_run_op;
+  b->sync = cpu_sync;
+  b->read_loss = cpu_read_loss;
+  b->read_grad_norm = cpu_read_grad_norm;
+  b->read_ref = cpu_read_ref;
+  b->write_ref = cpu_write_ref;
+  return b;
+}

@@ -1,0 +1,42 @@
+/* train.h — the training loop and the benchmark over any Backend, the learning-rate schedule,
+ * and a deterministic synthetic token stream. */
+#ifndef MF_TRAIN_H
+#define MF_TRAIN_H
+#include "backend.h"
+#include <stdint.h>
+
+typedef struct {
+  long steps;        /* optimizer steps to run (also the schedule length) */
+  uint64_t seed;     /* parameter init and data */
+  long log_every;    /* print a line every K steps (and the first and last); 0 = only the summary */
+} TrainOpts;
+
+/* lr for 0-based step s of `steps`: linear warmup lr·(s+1)/warmup for s < warmup, then cosine
+ * from lr to min_lr: min_lr + ½(lr − min_lr)(1 + cos(π·(s − warmup)/max(1, steps − warmup))).
+ * lr, min_lr, warmup_steps come from the plan's train records. */
+double lr_at(const Plan *p, long s, long steps);
+/* scal[0] = lr, scal[1] = 1 − β1^t, scal[2] = 1 − β2^t with t = s + 1; the rest 0. */
+void step_scalars(const Plan *p, long s, long steps, float scal[8]);
+
+/* Synthetic data: a Markov chain over a few hundred token ids of the vocabulary, each with four
+ * successors of probabilities .6/.2/.15/.05 — a model can learn it, so the loss visibly falls
+ * (from ln V towards ≈ 1.1 nats). Fully determined by the seed. */
+typedef struct {
+  uint64_t key, counter;
+  long nstates;
+  int32_t *tok;      /* token id of each state */
+  int32_t *succ;     /* nstates × 4 successor states */
+  long cur;          /* current state */
+} DataGen;
+void data_init(DataGen *g, uint64_t seed, long V);
+/* Next B rows of T+1 consecutive stream tokens: tokens = the first T, targets = the next T. */
+void data_next(DataGen *g, long B, long T, int32_t *tokens, int32_t *targets);
+void data_free(DataGen *g);
+
+/* Initialise the parameters from opts->seed, zero the optimizer state, train, print one line per
+ * logged step and a summary. Returns 0 (exits on a non-finite loss). */
+int train_run(Backend *b, const TrainOpts *o);
+/* 5 warm-up steps, then opts->steps timed steps; prints the median and, as the LAST line,
+ * "BENCH tok_per_s=<float> ms_per_step=<float> mfu=<float>" (mfu a fraction, 0 when unknown). */
+int bench_run(Backend *b, const TrainOpts *o);
+#endif
