@@ -1,0 +1,886 @@
+/* gpu.c — the GPU backend: executes a plan (docs/ir.md) with the generated kernels (model.cubin
+ * or model.ptx, through the CUDA driver API) and cuBLASLt for the matmuls; a whole optimizer step
+ * is captured once into a CUDA graph and replayed.
+ *
+ * Device memory: params bf16 | master, grads, adam_m, adam_v f32 (param_elems each) | the
+ * activation arena (act_bytes, buffer i at bufs[i].gpu_off) | each input (numel × accum int32,
+ * micro-step m at m·numel) | scal f32[8] | loss f32[1] | partials f32[G] | a cuBLASLt workspace.
+ *
+ * Host inputs and scalars go host array → pinned staging → device. The graph's upload nodes read
+ * the pinned staging when the graph runs, so step() refreshes the staging (after waiting for the
+ * previous step, which may still be reading it) and then launches.
+ *
+ * Environment: LOCAL_RANK = device index (default 0); MF_NO_GRAPH=1 runs the step's ops directly
+ * instead of through the graph; MF_SYNC_OPS=1 synchronizes after every directly-run op and names
+ * the op that failed; MF_LT_ANY_REDUCTION=1 lets cuBLASLt pick split-K algorithms of any
+ * reduction scheme (by default those reducing in fp32 are asked for first). */
+#define _POSIX_C_SOURCE 200809L
+#include "backend.h"
+#include "cuda_api.h"
+#include "util.h"
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define WORKSPACE_BYTES ((size_t)64 << 20) /* cuBLASLt workspace, shared: one stream */
+#define NSCAL 8
+
+/* Per-op execution state, built once at backend creation. */
+typedef struct {
+  int is_matmul;
+  CUfunction fn;                                  /* kernel ops */
+  cublasLtMatmulDesc_t desc;                      /* matmul ops: descriptor, layouts, algo */
+  cublasLtMatrixLayout_t la, lb, lc;
+  cublasLtMatmulAlgo_t algo;
+  const Ref *ra, *rb, *rc;                        /* refs of A, B, C (docs/ir.md roles) */
+  float alpha, beta;
+} OpExec;
+
+typedef struct {
+  Backend b;                                      /* first: a Backend* is a Gpu* */
+  const Plan *p;
+  char devname[256];
+  int dev, cc, sms;
+  CUcontext ctx;
+  CUmodule mod;
+  CUstream stream;
+  cublasLtHandle_t lt;
+  CUdeviceptr params, master, grads, adam_m, adam_v, acts, scal, loss, partials, ws;
+  CUdeviceptr input[4];
+  long in_numel[4];                               /* per micro-step */
+  int32_t *in_host[4];                            /* accum × numel each */
+  int32_t *in_pinned[4];
+  float scal_host[NSCAL];
+  float *scal_pinned;
+  int dirty;                                      /* host inputs/scalars newer than the device */
+  long npartials, N, Vp;
+  int accum;
+  int tok_in, tokidx_in, tgt_in;                  /* input indices or -1 */
+  OpExec *ox;
+  CUgraphExec exec;
+  int use_graph, sync_ops, capturing;
+} Gpu;
+
+/* ---------------------------------------------------------------- small helpers */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static const char *opname(const Op *op) { return op->comment[0] ? op->comment : op->kind; }
+
+static double attr_or(const Op *op, const char *key, double dflt) {
+  for (int i = 0; i < op->nattr; i++)
+    if (!strcmp(op->attr[i].key, key)) return op->attr[i].val;
+  return dflt;
+}
+
+/* Largest power of two (≤ 256) dividing a device address: cuBLASLt's alignment preference. */
+static uint32_t ptr_align(CUdeviceptr x) {
+  uint32_t a = 256;
+  while (a > 1 && (x % a)) a >>= 1;
+  return a;
+}
+
+/* Device pointer, dtype and element count of a ref for micro-step `micro`. */
+static CUdeviceptr ref_dev(Gpu *g, const Ref *r, int micro, DType *dt, long *numel) {
+  const Plan *p = g->p;
+  DType t = DT_F32;
+  long n = 0;
+  CUdeviceptr d = 0;
+  switch (r->kind) {
+  case REF_ACT:
+    if (r->idx < 0 || r->idx >= p->nbuf) fatal("ref act:%d out of range", r->idx);
+    t = p->bufs[r->idx].dt; n = p->bufs[r->idx].numel;
+    d = g->acts + (CUdeviceptr)p->bufs[r->idx].gpu_off;
+    break;
+  case REF_PARAM:
+  case REF_GRAD:
+    if (r->idx < 0 || r->idx >= p->nparam) fatal("ref param/grad:%d out of range", r->idx);
+    n = p->params[r->idx].numel;
+    if (r->kind == REF_PARAM) { t = DT_BF16; d = g->params + (CUdeviceptr)p->params[r->idx].offset * 2; }
+    else { t = DT_F32; d = g->grads + (CUdeviceptr)p->params[r->idx].offset * 4; }
+    break;
+  case REF_PARAMS: t = DT_BF16; n = p->param_elems; d = g->params; break;
+  case REF_MASTER: n = p->param_elems; d = g->master; break;
+  case REF_GRADS: n = p->param_elems; d = g->grads; break;
+  case REF_ADAM_M: n = p->param_elems; d = g->adam_m; break;
+  case REF_ADAM_V: n = p->param_elems; d = g->adam_v; break;
+  case REF_SCAL: n = NSCAL; d = g->scal; break;
+  case REF_LOSS: n = 1; d = g->loss; break;
+  case REF_PARTIALS: n = g->npartials; d = g->partials; break;
+  case REF_INPUT:
+    if (r->idx < 0 || r->idx >= p->ninput) fatal("ref input %d out of range", r->idx);
+    if (micro < 0 || micro >= g->accum)
+      fatal("micro-step %d out of range (plan accum = %d)", micro, g->accum);
+    t = DT_I32; n = g->in_numel[r->idx];
+    d = g->input[r->idx] + (CUdeviceptr)micro * (CUdeviceptr)n * 4;
+    break;
+  default: fatal("ref kind %d unknown", (int)r->kind);
+  }
+  if (dt) *dt = t;
+  if (numel) *numel = n;
+  return d;
+}
+
+/* Report a failed call made on behalf of an op (names the op and its plan line), then exit. */
+static _Noreturn void op_fail(const Op *op, const char *what, const char *detail) {
+  fatal("op %d (%s %s, %s, model.plan line %d): %s failed: %s", op->idx, op->kind, op->kernel,
+        opname(op), op->line, what, detail);
+}
+
+static void op_cu(const Op *op, const char *what, CUresult r) {
+  if (r == CUDA_SUCCESS) return;
+  char b[256];
+  op_fail(op, what, cu_result_str(r, b, sizeof b));
+}
+
+static void op_lt(const Op *op, const char *what, cublasStatus_t s) {
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  char b[256];
+  snprintf(b, sizeof b, "%s (%s)", lt.GetStatusName(s), lt.GetStatusString(s));
+  op_fail(op, what, b);
+}
+
+/* ---------------------------------------------------------------- execution */
+
+static void exec_op(Gpu *g, int i, int micro) {
+  const Op *op = &g->p->ops[i];
+  OpExec *x = &g->ox[i];
+  if (x->is_matmul) {
+    /* row-major C[M,N] = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: cuBLASLt's A is our B */
+    CUdeviceptr a = ref_dev(g, x->ra, micro, NULL, NULL);
+    CUdeviceptr b = ref_dev(g, x->rb, micro, NULL, NULL);
+    CUdeviceptr c = ref_dev(g, x->rc, micro, NULL, NULL);
+    op_lt(op, "cublasLtMatmul",
+          lt.Matmul(g->lt, x->desc, &x->alpha, (const void *)(uintptr_t)b, x->la,
+                    (const void *)(uintptr_t)a, x->lb, &x->beta, (const void *)(uintptr_t)c, x->lc,
+                    (void *)(uintptr_t)c, x->lc, &x->algo, (void *)(uintptr_t)g->ws,
+                    WORKSPACE_BYTES, g->stream));
+  } else {
+    /* kernel arguments: the refs' device pointers, in the plan's order */
+    CUdeviceptr ptr[MF_MAX_REFS];
+    void *args[MF_MAX_REFS];
+    for (int k = 0; k < op->nref; k++) {
+      ptr[k] = ref_dev(g, &op->ref[k], micro, NULL, NULL);
+      args[k] = &ptr[k];
+    }
+    op_cu(op, "cuLaunchKernel",
+          cu.LaunchKernel(x->fn, (unsigned)op->grid[0], (unsigned)op->grid[1],
+                          (unsigned)op->grid[2], (unsigned)op->block[0], (unsigned)op->block[1],
+                          (unsigned)op->block[2], (unsigned)op->smem, g->stream, args, NULL));
+  }
+  if (g->sync_ops && !g->capturing) op_cu(op, "execution", cu.StreamSynchronize(g->stream));
+}
+
+/* Copy the host inputs and scalars into the pinned staging. The caller has synchronized the
+ * stream, so no upload (graph node or direct) is reading the staging now. */
+static void stage_inputs(Gpu *g) {
+  for (int i = 0; i < g->p->ninput; i++)
+    memcpy(g->in_pinned[i], g->in_host[i], (size_t)(g->in_numel[i] * g->accum) * 4);
+  memcpy(g->scal_pinned, g->scal_host, sizeof g->scal_host);
+}
+
+/* Enqueue the uploads of the staging (all micro-steps of every input, and scal). */
+static void enqueue_uploads(Gpu *g) {
+  for (int i = 0; i < g->p->ninput; i++)
+    CU_CHECK(cu.MemcpyHtoDAsync(g->input[i], g->in_pinned[i],
+                                (size_t)(g->in_numel[i] * g->accum) * 4, g->stream));
+  CU_CHECK(cu.MemcpyHtoDAsync(g->scal, g->scal_pinned, sizeof g->scal_host, g->stream));
+}
+
+/* For the op-by-op paths (run_op, read_ref ...): bring the device inputs up to date. */
+static void flush_uploads(Gpu *g) {
+  if (!g->dirty) return;
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  stage_inputs(g);
+  enqueue_uploads(g);
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  g->dirty = 0;
+}
+
+/* Everything one optimizer step does, enqueued on the stream (captured, or run directly). */
+static void enqueue_step(Gpu *g) {
+  const Plan *p = g->p;
+  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)p->param_elems, g->stream));
+  CU_CHECK(cu.MemsetD32Async(g->loss, 0, 1, g->stream));
+  enqueue_uploads(g);
+  for (int m = 0; m < g->accum; m++) {
+    for (int i = 0; i < p->nop; i++)
+      if (p->ops[i].phase == PH_FWD) exec_op(g, i, m);
+    for (int i = 0; i < p->nop; i++)
+      if (p->ops[i].phase == PH_BWD) exec_op(g, i, m);
+  }
+  for (int i = 0; i < p->nop; i++)
+    if (p->ops[i].phase == PH_OPT) exec_op(g, i, 0);
+}
+
+static void gpu_step(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  /* the previous step may still be reading the pinned staging */
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  stage_inputs(g);
+  g->dirty = 0;
+  if (!g->use_graph) {
+    enqueue_step(g);
+    return;
+  }
+  if (!g->exec) {
+    CUgraph graph;
+    g->capturing = 1;
+    CU_CHECK(cu.StreamBeginCapture(g->stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    enqueue_step(g);
+    CU_CHECK(cu.StreamEndCapture(g->stream, &graph));
+    g->capturing = 0;
+    CU_CHECK(cu.GraphInstantiateWithFlags(&g->exec, graph, 0));
+    CU_CHECK(cu.GraphDestroy(graph));
+  }
+  CU_CHECK(cu.GraphLaunch(g->exec, g->stream));
+}
+
+static void gpu_zero_grads(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)g->p->param_elems, g->stream));
+  CU_CHECK(cu.MemsetD32Async(g->loss, 0, 1, g->stream));
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+}
+
+static void gpu_run_op(Backend *bk, const Op *op, int micro) {
+  Gpu *g = (Gpu *)bk;
+  long i = op - g->p->ops;
+  if (i < 0 || i >= g->p->nop) fatal("run_op: op is not one of the plan's ops");
+  if (micro < 0 || micro >= g->accum)
+    fatal("run_op: micro-step %d out of range (plan accum = %d)", micro, g->accum);
+  flush_uploads(g);
+  exec_op(g, (int)i, micro);
+  /* checks run op by op: wait here so a failure is reported against this op */
+  op_cu(op, "execution", cu.StreamSynchronize(g->stream));
+}
+
+static void gpu_sync(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+}
+
+/* ---------------------------------------------------------------- data in and out */
+
+/* Synchronous copies, ordered on our (non-blocking) stream: plain cuMemcpyHtoD would run on the
+ * legacy stream, unordered with ours. */
+static void upload(Gpu *g, CUdeviceptr dst, const void *src, size_t bytes) {
+  if (!bytes) return;
+  CU_CHECK(cu.MemcpyHtoDAsync(dst, src, bytes, g->stream));
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+}
+
+static void download(Gpu *g, void *dst, CUdeviceptr src, size_t bytes) {
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  if (!bytes) return;
+  CU_CHECK(cu.MemcpyDtoHAsync(dst, src, bytes, g->stream));
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+}
+
+static void gpu_set_master(Backend *bk, const float *master) {
+  Gpu *g = (Gpu *)bk;
+  size_t n = (size_t)g->p->param_elems;
+  uint16_t *h = xmalloc(n * 2);
+  for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(master[i]);
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  upload(g, g->master, master, n * 4);
+  upload(g, g->params, h, n * 2);
+  free(h);
+}
+
+static void gpu_get_master(Backend *bk, float *out) {
+  Gpu *g = (Gpu *)bk;
+  download(g, out, g->master, (size_t)g->p->param_elems * 4);
+}
+
+static void gpu_get_grads(Backend *bk, float *out) {
+  Gpu *g = (Gpu *)bk;
+  download(g, out, g->grads, (size_t)g->p->param_elems * 4);
+}
+
+static void gpu_set_opt_state(Backend *bk, const float *m, const float *v) {
+  Gpu *g = (Gpu *)bk;
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  upload(g, g->adam_m, m, (size_t)g->p->param_elems * 4);
+  upload(g, g->adam_v, v, (size_t)g->p->param_elems * 4);
+}
+
+static void gpu_get_opt_state(Backend *bk, float *m, float *v) {
+  Gpu *g = (Gpu *)bk;
+  download(g, m, g->adam_m, (size_t)g->p->param_elems * 4);
+  download(g, v, g->adam_v, (size_t)g->p->param_elems * 4);
+}
+
+/* Host inputs of one micro-step; tokidx (docs/ir.md) is derived from the tokens here. */
+static void gpu_set_batch(Backend *bk, int micro, const int32_t *tokens, const int32_t *targets) {
+  Gpu *g = (Gpu *)bk;
+  if (micro < 0 || micro >= g->accum)
+    fatal("set_batch: micro-step %d out of range (plan accum = %d)", micro, g->accum);
+  long N = g->N;
+  for (long i = 0; i < N; i++) {
+    if (tokens[i] < 0 || tokens[i] >= g->Vp)
+      fatal("set_batch: token %ld of micro-step %d is %d, outside [0, Vp=%ld)", i, micro,
+            (int)tokens[i], g->Vp);
+    if (targets && targets[i] >= g->Vp)
+      fatal("set_batch: target %ld of micro-step %d is %d, not below Vp=%ld", i, micro,
+            (int)targets[i], g->Vp);
+  }
+  if (g->tok_in >= 0) memcpy(g->in_host[g->tok_in] + micro * N, tokens, (size_t)N * 4);
+  if (g->tgt_in >= 0 && targets) memcpy(g->in_host[g->tgt_in] + micro * N, targets, (size_t)N * 4);
+  if (g->tokidx_in >= 0)
+    tokidx_build(tokens, N, g->in_host[g->tokidx_in] + micro * g->in_numel[g->tokidx_in]);
+  g->dirty = 1;
+}
+
+static void gpu_set_scalars(Backend *bk, const float *scal) {
+  Gpu *g = (Gpu *)bk;
+  memcpy(g->scal_host, scal, sizeof g->scal_host);
+  g->dirty = 1;
+}
+
+static float gpu_read_loss(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  float l;
+  download(g, &l, g->loss, 4);
+  return l;
+}
+
+static double gpu_read_grad_norm(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  float *h = xmalloc((size_t)g->npartials * 4);
+  download(g, h, g->partials, (size_t)g->npartials * 4);
+  double s = 0; /* unused tail entries are zero (cleared at creation, never written) */
+  for (long i = 0; i < g->npartials; i++) s += (double)h[i];
+  free(h);
+  return sqrt(s);
+}
+
+static void gpu_read_ref(Backend *bk, const Ref *r, int micro, float *out, long n) {
+  Gpu *g = (Gpu *)bk;
+  DType dt;
+  long have;
+  flush_uploads(g);
+  CUdeviceptr d = ref_dev(g, r, micro, &dt, &have);
+  if (n < 0 || n > have) fatal("read_ref: %ld elements asked of a ref holding %ld", n, have);
+  if (dt == DT_F32) {
+    download(g, out, d, (size_t)n * 4);
+  } else if (dt == DT_BF16) {
+    uint16_t *h = xmalloc((size_t)n * 2);
+    download(g, h, d, (size_t)n * 2);
+    for (long i = 0; i < n; i++) out[i] = bf16_to_f32(h[i]);
+    free(h);
+  } else {
+    int32_t *h = xmalloc((size_t)n * 4);
+    download(g, h, d, (size_t)n * 4);
+    for (long i = 0; i < n; i++) out[i] = (float)h[i];
+    free(h);
+  }
+}
+
+static void gpu_write_ref(Backend *bk, const Ref *r, int micro, const float *in, long n) {
+  Gpu *g = (Gpu *)bk;
+  DType dt;
+  long have;
+  CUdeviceptr d = ref_dev(g, r, micro, &dt, &have);
+  if (n < 0 || n > have) fatal("write_ref: %ld elements given for a ref holding %ld", n, have);
+  if (r->kind == REF_INPUT) {
+    /* inputs live in the host copy too (step() re-uploads it); tokens also refresh tokidx */
+    int32_t *h = g->in_host[r->idx] + micro * have;
+    for (long i = 0; i < n; i++) {
+      h[i] = (int32_t)lrintf(in[i]);
+      if (r->idx == g->tok_in && (h[i] < 0 || h[i] >= g->Vp))
+        fatal("write_ref: token %ld is %d, outside [0, Vp=%ld)", i, (int)h[i], g->Vp);
+    }
+    if (r->idx == g->tok_in && g->tokidx_in >= 0)
+      tokidx_build(h, g->N, g->in_host[g->tokidx_in] + micro * g->in_numel[g->tokidx_in]);
+    g->dirty = 1;
+    flush_uploads(g);
+    return;
+  }
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+  if (dt == DT_F32) {
+    upload(g, d, in, (size_t)n * 4);
+  } else if (dt == DT_BF16) {
+    uint16_t *h = xmalloc((size_t)n * 2);
+    for (long i = 0; i < n; i++) h[i] = f32_to_bf16(in[i]);
+    upload(g, d, h, (size_t)n * 2);
+    free(h);
+  } else {
+    int32_t *h = xmalloc((size_t)n * 4);
+    for (long i = 0; i < n; i++) h[i] = (int32_t)lrintf(in[i]);
+    upload(g, d, h, (size_t)n * 4);
+    free(h);
+  }
+}
+
+/* ---------------------------------------------------------------- teardown */
+
+static void gpu_destroy(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  if (!g) return;
+  if (g->stream) cu.StreamSynchronize(g->stream);
+  if (g->exec) cu.GraphExecDestroy(g->exec);
+  if (g->ox) {
+    for (int i = 0; i < g->p->nop; i++) {
+      OpExec *x = &g->ox[i];
+      if (x->la) lt.MatrixLayoutDestroy(x->la);
+      if (x->lb) lt.MatrixLayoutDestroy(x->lb);
+      if (x->lc) lt.MatrixLayoutDestroy(x->lc);
+      if (x->desc) lt.MatmulDescDestroy(x->desc);
+    }
+    free(g->ox);
+  }
+  if (g->lt) lt.Destroy(g->lt);
+  CUdeviceptr *dp[] = {&g->params, &g->master, &g->grads, &g->adam_m, &g->adam_v, &g->acts,
+                       &g->scal, &g->loss, &g->partials, &g->ws,
+                       &g->input[0], &g->input[1], &g->input[2], &g->input[3]};
+  for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
+    if (*dp[i]) cu.MemFree(*dp[i]);
+  for (int i = 0; i < 4; i++) {
+    if (g->in_pinned[i]) cu.MemFreeHost(g->in_pinned[i]);
+    free(g->in_host[i]);
+  }
+  if (g->scal_pinned) cu.MemFreeHost(g->scal_pinned);
+  if (g->mod) cu.ModuleUnload(g->mod);
+  if (g->stream) cu.StreamDestroy(g->stream);
+  if (g->ctx) cu.DevicePrimaryCtxRelease(g->dev);
+  free(g);
+}
+
+/* ---------------------------------------------------------------- creation */
+
+/* Load one module image with the JIT error log. Returns 0, or -1 with the reason in err. */
+static int load_image(Gpu *g, const char *path, char *err, size_t errlen) {
+  size_t len;
+  char *img = read_file(path, &len); /* NUL-terminated: PTX must be a C string */
+  if (!img) {
+    seterr(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  static char elog[16384];
+  elog[0] = 0;
+  CUjit_option opt[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *val[] = {elog, (void *)(uintptr_t)sizeof elog};
+  CUresult r = cu.ModuleLoadDataEx(&g->mod, img, 2, opt, val);
+  free(img);
+  if (r != CUDA_SUCCESS) {
+    char b[256];
+    g->mod = NULL;
+    seterr(err, errlen, "%s: module load failed: %s%s%s", path, cu_result_str(r, b, sizeof b),
+           elog[0] ? "; JIT log: " : "", elog);
+    return -1;
+  }
+  return 0;
+}
+
+/* Prefer DIR/model.cubin when it was built for this device (plan dim `arch`, e.g. 90) and is
+ * not older than the PTX; fall back to the PTX when the cubin does not load. */
+static int load_module(Gpu *g, const char *ptx_path, const char **used, char *err,
+                       size_t errlen) {
+  char cubin[1100] = "";
+  size_t pl = strlen(ptx_path);
+  if (pl > 4 && !strcmp(ptx_path + pl - 4, ".ptx") && pl < sizeof cubin - 8)
+    snprintf(cubin, sizeof cubin, "%.*s.cubin", (int)(pl - 4), ptx_path);
+  long arch = plan_dim_opt(g->p, "arch", -1);
+  struct stat sc, sp;
+  int have_cubin = cubin[0] && stat(cubin, &sc) == 0;
+  int have_ptx = stat(ptx_path, &sp) == 0;
+  if (have_cubin && arch >= 0 && arch != g->cc) have_cubin = 0; /* built for another GPU */
+  if (have_cubin && have_ptx && sc.st_mtime < sp.st_mtime) {
+    fprintf(stderr, "gpu: %s is older than %s; using the PTX\n", cubin, ptx_path);
+    have_cubin = 0;
+  }
+  if (have_cubin) {
+    if (load_image(g, cubin, err, errlen) == 0) {
+      *used = "cubin";
+      return 0;
+    }
+    fprintf(stderr, "gpu: %s; falling back to the PTX\n", err);
+  }
+  if (load_image(g, ptx_path, err, errlen) != 0) return -1;
+  *used = "ptx";
+  return 0;
+}
+
+/* cudaDataType of a plan dtype, for matmul operands. */
+static cudaDataType_t lt_type(DType dt) { return dt == DT_F32 ? CUDA_R_32F : CUDA_R_16BF; }
+
+/* Build the cuBLASLt descriptor, layouts and algorithm of one matmul op (docs/ir.md):
+ * C[M,N] = op(A)·op(B) (+ beta·C) then the epilogue, row-major. cuBLASLt is column-major, where a
+ * row-major X[r,c] is Xᵀ (c rows, r columns, ld c). So we compute Cᵀ[N,M] = op(B)ᵀ·op(A)ᵀ:
+ *   cuBLASLt A := our B: tb = 0 → stored [K,N] row-major = col-major N×K (ld N), no transpose;
+ *                        tb = 1 → stored [N,K] = col-major K×N (ld K), transposed.
+ *   cuBLASLt B := our A: ta = 0 → stored [M,K] = col-major K×M (ld K), no transpose;
+ *                        ta = 1 → stored [K,M] = col-major M×K (ld M), transposed.
+ *   C, D: col-major N×M (ld N). The bias (length = D's rows = N) is then C[m,n] += bias[n], and the
+ *   GELU aux matrix has D's shape (ld N). */
+static void setup_matmul(Gpu *g, int i) {
+  const Plan *p = g->p;
+  const Op *op = &p->ops[i];
+  OpExec *x = &g->ox[i];
+  x->is_matmul = 1;
+  long M = (long)op_attr(p, op, "M"), N = (long)op_attr(p, op, "N"), K = (long)op_attr(p, op, "K");
+  int ta = (int)attr_or(op, "ta", 0), tb = (int)attr_or(op, "tb", 0);
+  int epi = (int)attr_or(op, "epi", 0);
+  x->alpha = 1.0f;
+  x->beta = (float)attr_or(op, "beta", 0);
+  x->ra = op_ref_req(p, op, "a");
+  x->rb = op_ref_req(p, op, "b");
+  x->rc = op_ref_req(p, op, "c");
+  const Ref *rbias = op_ref(op, "bias"), *raux = op_ref(op, "aux");
+  DType ta_dt, tb_dt, tc_dt, t;
+  long na, nb, nc, n;
+  CUdeviceptr da = ref_dev(g, x->ra, 0, &ta_dt, &na);
+  CUdeviceptr db = ref_dev(g, x->rb, 0, &tb_dt, &nb);
+  CUdeviceptr dc = ref_dev(g, x->rc, 0, &tc_dt, &nc);
+  char msg[256];
+  if (x->ra->kind == REF_INPUT || x->rb->kind == REF_INPUT || x->rc->kind == REF_INPUT)
+    op_fail(op, "setup", "a matmul operand cannot be an input");
+  if (ta_dt != DT_BF16 || tb_dt != DT_BF16 || tc_dt == DT_I32)
+    op_fail(op, "setup", "matmul needs bf16 a and b, and bf16 or f32 c");
+  if (M <= 0 || N <= 0 || K <= 0 || na < M * K || nb < K * N || nc < M * N) {
+    snprintf(msg, sizeof msg, "shapes M=%ld N=%ld K=%ld do not fit the refs (a %ld, b %ld, c %ld)",
+             M, N, K, na, nb, nc);
+    op_fail(op, "setup", msg);
+  }
+  if ((epi == 1 || epi == 2) && !rbias) op_fail(op, "setup", "epi 1/2 needs a bias ref");
+  if ((epi == 2 || epi == 3) && !raux) op_fail(op, "setup", "epi 2/3 needs an aux ref");
+  if (epi == 3 && x->beta != 0.0f) op_fail(op, "setup", "epi 3 (dgelu) needs beta = 0");
+  if (epi < 0 || epi > 3) op_fail(op, "setup", "epi must be 0, 1, 2 or 3");
+
+  cudaDataType_t ct = lt_type(tc_dt);
+  op_lt(op, "cublasLtMatmulDescCreate",
+        lt.MatmulDescCreate(&x->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  int32_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  op_lt(op, "set TRANSA",
+        lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  op_lt(op, "set TRANSB",
+        lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  uint32_t ep = epi == 1 ? CUBLASLT_EPILOGUE_BIAS
+              : epi == 2 ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+              : epi == 3 ? CUBLASLT_EPILOGUE_DGELU
+                         : CUBLASLT_EPILOGUE_DEFAULT;
+  op_lt(op, "set EPILOGUE",
+        lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+  if (epi == 1 || epi == 2) {
+    CUdeviceptr dbias = ref_dev(g, rbias, 0, &t, &n);
+    if (t != DT_BF16 || n < N) op_fail(op, "setup", "bias must be bf16 with N elements");
+    const void *pb = (const void *)(uintptr_t)dbias;
+    op_lt(op, "set BIAS_POINTER",
+          lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pb, sizeof pb));
+    if (ct != CUDA_R_16BF) { /* the default bias type is C's */
+      int32_t bt = CUDA_R_16BF;
+      op_lt(op, "set BIAS_DATA_TYPE",
+            lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+  }
+  if (epi == 2 || epi == 3) {
+    CUdeviceptr daux = ref_dev(g, raux, 0, &t, &n);
+    if (t != DT_BF16 || n < M * N) op_fail(op, "setup", "aux must be bf16 with M*N elements");
+    if (N % 8) op_fail(op, "setup", "cuBLASLt GELU aux needs N divisible by 8");
+    void *pa = (void *)(uintptr_t)daux;
+    int64_t ld = N;
+    op_lt(op, "set EPILOGUE_AUX_POINTER",
+          lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &pa,
+                                    sizeof pa));
+    op_lt(op, "set EPILOGUE_AUX_LD",
+          lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+    if (ct != CUDA_R_16BF) { /* the default aux type is C's */
+      int32_t at = CUDA_R_16BF;
+      op_lt(op, "set EPILOGUE_AUX_DATA_TYPE",
+            lt.MatmulDescSetAttribute(x->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at,
+                                      sizeof at));
+    }
+  }
+  op_lt(op, "layout A",
+        tb ? lt.MatrixLayoutCreate(&x->la, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K)
+           : lt.MatrixLayoutCreate(&x->la, CUDA_R_16BF, (uint64_t)N, (uint64_t)K, N));
+  op_lt(op, "layout B",
+        ta ? lt.MatrixLayoutCreate(&x->lb, CUDA_R_16BF, (uint64_t)M, (uint64_t)K, M)
+           : lt.MatrixLayoutCreate(&x->lb, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K));
+  op_lt(op, "layout C", lt.MatrixLayoutCreate(&x->lc, ct, (uint64_t)N, (uint64_t)M, N));
+
+  /* Algorithm: the heuristic's first choice, picked once, so every run uses the same kernel.
+   * First ask only for split-K reductions done in fp32 in the workspace (deterministic, no
+   * rounding of partial sums to bf16); if that leaves nothing, accept any. */
+  cublasLtMatmulPreference_t pref;
+  op_lt(op, "cublasLtMatmulPreferenceCreate", lt.MatmulPreferenceCreate(&pref));
+  uint64_t wsb = WORKSPACE_BYTES;
+  op_lt(op, "set MAX_WORKSPACE_BYTES",
+        lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                        sizeof wsb));
+  uint32_t al[4] = {ptr_align(db), ptr_align(da), ptr_align(dc), ptr_align(dc)};
+  cublasLtMatmulPreferenceAttributes_t alk[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int k = 0; k < 4; k++)
+    op_lt(op, "set MIN_ALIGNMENT", lt.MatmulPreferenceSetAttribute(pref, alk[k], &al[k], sizeof al[k]));
+  cublasLtMatmulHeuristicResult_t res[8];
+  int found = 0, pick = -1;
+  const char *anyred = getenv("MF_LT_ANY_REDUCTION"); /* =1: skip the fp32-reduction filter */
+  for (int pass = anyred && *anyred && strcmp(anyred, "0") ? 1 : 0; pass < 2 && pick < 0; pass++) {
+    uint32_t mask = pass == 0 ? CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE : CUBLASLT_REDUCTION_SCHEME_MASK;
+    op_lt(op, "set REDUCTION_SCHEME_MASK",
+          lt.MatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask,
+                                          sizeof mask));
+    memset(res, 0, sizeof res);
+    found = 0;
+    cublasStatus_t s = lt.MatmulAlgoGetHeuristic(g->lt, x->desc, x->la, x->lb, x->lc, x->lc, pref,
+                                                 8, res, &found);
+    /* any refusal of the filtered query just means: ask again unfiltered */
+    if (pass == 1 && s != CUBLAS_STATUS_SUCCESS && s != CUBLAS_STATUS_NOT_SUPPORTED)
+      op_lt(op, "cublasLtMatmulAlgoGetHeuristic", s);
+    for (int k = 0; s == CUBLAS_STATUS_SUCCESS && k < found && pick < 0; k++)
+      if (res[k].state == CUBLAS_STATUS_SUCCESS && res[k].workspaceSize <= WORKSPACE_BYTES) pick = k;
+  }
+  lt.MatmulPreferenceDestroy(pref);
+  if (pick < 0) {
+    snprintf(msg, sizeof msg,
+             "no cuBLASLt algorithm for M=%ld N=%ld K=%ld ta=%d tb=%d epi=%d c=%s "
+             "(alignments A %u B %u C %u)", M, N, K, ta, tb, epi, dtype_name(tc_dt), al[0], al[1],
+             al[2]);
+    op_fail(op, "cublasLtMatmulAlgoGetHeuristic", msg);
+  }
+  x->algo = res[pick].algo;
+}
+
+static void setup_kernel(Gpu *g, int i, int smem_optin) {
+  const Op *op = &g->p->ops[i];
+  OpExec *x = &g->ox[i];
+  char msg[256];
+  CUresult r = cu.ModuleGetFunction(&x->fn, g->mod, op->kernel);
+  if (r != CUDA_SUCCESS) {
+    snprintf(msg, sizeof msg, "kernel %s not in the module (stale model.ptx/cubin?)", op->kernel);
+    op_fail(op, "cuModuleGetFunction", msg);
+  }
+  int maxthr = 0, static_smem = 0;
+  op_cu(op, "cuFuncGetAttribute",
+        cu.FuncGetAttribute(&maxthr, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, x->fn));
+  op_cu(op, "cuFuncGetAttribute",
+        cu.FuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, x->fn));
+  long threads = (long)op->block[0] * op->block[1] * op->block[2];
+  if (threads <= 0 || threads > maxthr) {
+    snprintf(msg, sizeof msg, "block of %ld threads; the kernel allows at most %d", threads, maxthr);
+    op_fail(op, "setup", msg);
+  }
+  if (op->grid[0] <= 0 || op->grid[1] <= 0 || op->grid[2] <= 0 || op->smem < 0)
+    op_fail(op, "setup", "grid dimensions must be positive and smem non-negative");
+  if (op->smem + static_smem > smem_optin) {
+    snprintf(msg, sizeof msg, "%d B dynamic + %d B static shared memory; the device allows %d B",
+             op->smem, static_smem, smem_optin);
+    op_fail(op, "setup", msg);
+  }
+  /* above 48 KiB (static + dynamic) a kernel must opt in to its dynamic shared memory */
+  if (op->smem + static_smem > 48 * 1024)
+    op_cu(op, "cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)",
+          cu.FuncSetAttribute(x->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, op->smem));
+}
+
+/* cuMemAlloc that reports failure (out of memory is an expected, explainable error). */
+static int dalloc(CUdeviceptr *d, size_t bytes, const char *what, char *err, size_t errlen) {
+  if (bytes == 0) bytes = 256; /* cuMemAlloc rejects 0 */
+  CUresult r = cu.MemAlloc(d, bytes);
+  if (r != CUDA_SUCCESS) {
+    char b[256];
+    *d = 0;
+    seterr(err, errlen, "allocating %s (%.3f GiB) on the GPU: %s", what,
+           (double)bytes / (1 << 30), cu_result_str(r, b, sizeof b));
+    return -1;
+  }
+  return 0;
+}
+
+Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t errlen) {
+  if (cuda_load(err, errlen) != 0) return NULL;
+  int count = 0;
+  CUresult r = cu.DeviceGetCount(&count);
+  char b[256];
+  if (r != CUDA_SUCCESS || count == 0) {
+    seterr(err, errlen, "no CUDA device (%s)",
+           r != CUDA_SUCCESS ? cu_result_str(r, b, sizeof b) : "cuDeviceGetCount = 0");
+    return NULL;
+  }
+  int dev = 0;
+  const char *lr = getenv("LOCAL_RANK");
+  if (lr && *lr) {
+    char *end;
+    long v = strtol(lr, &end, 10);
+    if (*end || v < 0 || v >= count) {
+      seterr(err, errlen, "LOCAL_RANK=%s is not a device index (this machine has %d)", lr, count);
+      return NULL;
+    }
+    dev = (int)v;
+  }
+
+  Gpu *g = xcalloc(1, sizeof *g);
+  g->p = p;
+  g->dev = dev;
+  g->tok_in = g->tgt_in = g->tokidx_in = -1;
+  CUdevice d;
+  CU_CHECK(cu.DeviceGet(&d, dev));
+  g->dev = d;
+  CU_CHECK(cu.DeviceGetName(g->devname, (int)sizeof g->devname - 1, d));
+  int major = 0, minor = 0, smem_optin = 0;
+  CU_CHECK(cu.DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, d));
+  CU_CHECK(cu.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, d));
+  CU_CHECK(cu.DeviceGetAttribute(&g->sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, d));
+  CU_CHECK(cu.DeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, d));
+  g->cc = major * 10 + minor;
+  size_t total_mem = 0;
+  CU_CHECK(cu.DeviceTotalMem(&total_mem, d));
+  r = cu.DevicePrimaryCtxRetain(&g->ctx, d);
+  if (r != CUDA_SUCCESS) {
+    seterr(err, errlen, "cannot create a context on GPU %d (%s): %s", dev, g->devname,
+           cu_result_str(r, b, sizeof b));
+    g->ctx = NULL;
+    gpu_destroy(&g->b);
+    return NULL;
+  }
+  CU_CHECK(cu.CtxSetCurrent(g->ctx));
+  if (cublaslt_load(err, errlen) != 0) { gpu_destroy(&g->b); return NULL; }
+
+  const char *image = "";
+  if (load_module(g, ptx_path, &image, err, errlen) != 0) { gpu_destroy(&g->b); return NULL; }
+  CU_CHECK(cu.StreamCreate(&g->stream, CU_STREAM_NON_BLOCKING));
+
+  /* sizes */
+  g->accum = (int)plan_dim_opt(p, "accum", 1);
+  if (g->accum < 1) fatal("%s: dim accum must be >= 1", p->path);
+  g->N = plan_dim(p, "N");
+  g->Vp = plan_dim(p, "Vp");
+  /* partials: plan dim G (else 1024), and at least the largest attr G of any op */
+  g->npartials = plan_dim_opt(p, "G", 1024);
+  if (p->n_partials > g->npartials) g->npartials = p->n_partials;
+  for (int i = 0; i < p->nbuf; i++) {
+    const Buffer *bf = &p->bufs[i];
+    if (bf->gpu_off < 0 || bf->gpu_off + bf->numel * (long)dtype_size(bf->dt) > p->act_bytes)
+      fatal("%s: buffer %d (%s) lies outside the activation arena (%ld bytes)", p->path, i,
+            bf->name, p->act_bytes);
+  }
+  for (int i = 0; i < p->nparam; i++)
+    if (p->params[i].offset < 0 || p->params[i].offset + p->params[i].numel > p->param_elems)
+      fatal("%s: parameter %s lies outside the parameter arena", p->path, p->params[i].name);
+  if (p->ninput > 4) fatal("%s: more than 4 inputs", p->path);
+  for (int i = 0; i < p->ninput; i++) {
+    const Input *in = &p->inputs[i];
+    if (in->dt != DT_I32) fatal("%s: input %s must be i32", p->path, in->name);
+    g->in_numel[i] = in->numel;
+    long want = -1;
+    if (!strcmp(in->name, "tokens")) { g->tok_in = i; want = g->N; }
+    else if (!strcmp(in->name, "targets")) { g->tgt_in = i; want = g->N; }
+    else if (!strcmp(in->name, "tokidx")) { g->tokidx_in = i; want = 2 * g->N + 2; }
+    if (want >= 0 && in->numel != want)
+      fatal("%s: input %s has %ld elements per micro-step, expected %ld", p->path, in->name,
+            in->numel, want);
+  }
+  if (g->tokidx_in >= 0 && g->tok_in < 0) fatal("%s: input tokidx needs input tokens", p->path);
+
+  /* device memory */
+  size_t pe = (size_t)p->param_elems, planned = 0;
+  struct { CUdeviceptr *d; size_t bytes; const char *what; } al[16];
+  int na = 0;
+#define ADD(ptr, nbytes, name) (al[na].d = (ptr), al[na].bytes = (nbytes), al[na].what = (name), na++)
+  ADD(&g->params, pe * 2, "params (bf16)");
+  ADD(&g->master, pe * 4, "master (f32)");
+  ADD(&g->grads, pe * 4, "grads (f32)");
+  ADD(&g->adam_m, pe * 4, "adam_m (f32)");
+  ADD(&g->adam_v, pe * 4, "adam_v (f32)");
+  ADD(&g->acts, (size_t)p->act_bytes, "activations");
+  for (int i = 0; i < p->ninput; i++)
+    ADD(&g->input[i], (size_t)(g->in_numel[i] * g->accum) * 4, p->inputs[i].name);
+  ADD(&g->scal, NSCAL * 4, "scal");
+  ADD(&g->loss, 4, "loss");
+  ADD(&g->partials, (size_t)g->npartials * 4, "partials");
+  ADD(&g->ws, WORKSPACE_BYTES, "cuBLASLt workspace");
+#undef ADD
+  for (int i = 0; i < na; i++) planned += al[i].bytes;
+  for (int i = 0; i < na; i++)
+    if (dalloc(al[i].d, al[i].bytes, al[i].what, err, errlen) != 0) {
+      size_t len = strlen(err);
+      snprintf(err + len, errlen - len, " (plan needs %.3f GiB in all, GPU has %.3f GiB)",
+               (double)planned / (1 << 30), (double)total_mem / (1 << 30));
+      gpu_destroy(&g->b);
+      return NULL;
+    }
+  /* everything starts at zero: gaps in the parameter arena, moments, unused partials */
+  for (int i = 0; i < na; i++)
+    if (al[i].d != &g->ws && al[i].bytes) CU_CHECK(cu.MemsetD8Async(*al[i].d, 0, al[i].bytes, g->stream));
+  for (int i = 0; i < p->ninput; i++) {
+    size_t bytes = (size_t)(g->in_numel[i] * g->accum) * 4;
+    g->in_host[i] = xcalloc(bytes / 4 + 1, 4);
+    void *pin;
+    CU_CHECK(cu.MemHostAlloc(&pin, bytes ? bytes : 4, 0));
+    memset(pin, 0, bytes);
+    g->in_pinned[i] = pin;
+  }
+  void *spin;
+  CU_CHECK(cu.MemHostAlloc(&spin, sizeof g->scal_host, 0));
+  memset(spin, 0, sizeof g->scal_host);
+  g->scal_pinned = spin;
+  CU_CHECK(cu.StreamSynchronize(g->stream));
+
+  /* per-op state: kernels looked up once, matmuls planned once */
+  LT_CHECK(lt.Create(&g->lt));
+  g->ox = xcalloc((size_t)(p->nop > 0 ? p->nop : 1), sizeof *g->ox);
+  for (int i = 0; i < p->nop; i++) {
+    const Op *op = &p->ops[i];
+    for (int k = 0; k < op->nref; k++) ref_dev(g, &op->ref[k], 0, NULL, NULL); /* validate */
+    if (!strcmp(op->kind, "matmul")) setup_matmul(g, i);
+    else setup_kernel(g, i, smem_optin);
+  }
+  /* Run every matmul once now, on the all-zero buffers (zeros in, zeros out; grads and
+   * activations are rewritten by every step anyway): cuBLASLt loads its kernels here rather than
+   * during graph capture, and a bad configuration fails now, naming its op. */
+  for (int i = 0; i < p->nop; i++)
+    if (g->ox[i].is_matmul) {
+      exec_op(g, i, 0);
+      op_cu(&p->ops[i], "first matmul run", cu.StreamSynchronize(g->stream));
+    }
+
+  const char *ng = getenv("MF_NO_GRAPH"), *so = getenv("MF_SYNC_OPS");
+  g->use_graph = !(ng && *ng && strcmp(ng, "0"));
+  g->sync_ops = so && *so && strcmp(so, "0");
+
+  g->b.name = g->devname;
+  g->b.plan = p;
+  /* dense bf16 peak: H100/H200 SXM 989 TFLOP/s, H100 PCIe 756 TFLOP/s; unknown elsewhere */
+  g->b.peak_flops = g->cc != 90 ? 0 : strstr(g->devname, "PCIe") ? 756e12 : 989e12;
+  g->b.destroy = gpu_destroy;
+  g->b.set_master = gpu_set_master;
+  g->b.get_master = gpu_get_master;
+  g->b.get_grads = gpu_get_grads;
+  g->b.set_opt_state = gpu_set_opt_state;
+  g->b.get_opt_state = gpu_get_opt_state;
+  g->b.set_batch = gpu_set_batch;
+  g->b.set_scalars = gpu_set_scalars;
+  g->b.step = gpu_step;
+  g->b.zero_grads = gpu_zero_grads;
+  g->b.run_op = gpu_run_op;
+  g->b.sync = gpu_sync;
+  g->b.read_loss = gpu_read_loss;
+  g->b.read_grad_norm = gpu_read_grad_norm;
+  g->b.read_ref = gpu_read_ref;
+  g->b.write_ref = gpu_write_ref;
+
+  size_t free_mem = 0, tot = 0;
+  CU_CHECK(cu.MemGetInfo(&free_mem, &tot));
+  fprintf(stderr,
+          "gpu: %s (device %d, sm_%d, %d SMs, %.1f GiB, %.1f GiB free), driver %d.%d, cuBLASLt "
+          "%zu, kernels from %s; plan uses %.3f GiB of device memory%s\n",
+          g->devname, dev, g->cc, g->sms, (double)total_mem / (1 << 30),
+          (double)free_mem / (1 << 30), cu.version / 1000, (cu.version % 1000) / 10, lt.version,
+          image, (double)planned / (1 << 30), g->use_graph ? "" : " (MF_NO_GRAPH: no CUDA graph)");
+  return &g->b;
+}
