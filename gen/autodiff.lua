@@ -16,9 +16,11 @@ local function new_state(g)
   local st = { g = g, grad = {}, started = {}, needs = {} }
   for name, t in pairs(g.tensors) do if t.kind == "param" then st.needs[name] = true end end
   for _, op in ipairs(g.ops) do
+    if op.phase ~= "fwd" then goto continue end
     local any = false
     for _, r in ipairs(op.refs) do if not r.out and st.needs[r.tensor] then any = true end end
     if any then for _, r in ipairs(op.refs) do if r.out then st.needs[r.tensor] = true end end end
+    ::continue::
   end
   return st
 end
@@ -171,11 +173,14 @@ function M.derive(g)
   local nfwd = #g.ops
   for i = nfwd, 1, -1 do
     local op = g.ops[i]
-    local rule = RULES[op.kind]
-    assert(rule, "no backward rule for op kind " .. op.kind)
-    rule(st, op)
+    if op.phase == "fwd" then
+      local rule = RULES[op.kind]
+      assert(rule, "no backward rule for op kind " .. op.kind)
+      rule(st, op)
+    end
   end
   append_optimizer(g)
+  g:order_by_phase()
   return g
 end
 

@@ -178,9 +178,9 @@ function M.run(g, opts)
     line("buffer", b.index, b.name, b.dtype, b.numel, b.gpu_off, b.cpu_off)
   end
   line("arena", "acts", g.memory.gpu_bytes, g.memory.cpu_elems)
-  for _, nm in ipairs { "tokens", "targets", "tokidx" } do
+  for _, nm in ipairs(util.sorted_keys(g.tensors)) do
     local t = g.tensors[nm]
-    if t then line("input", nm, "i32", util.prod(t.shape)) end
+    if t.kind == "input" then line("input", nm, "i32", util.prod(t.shape)) end
   end
   for _, op in ipairs(g.ops) do
     local refs = ordered_refs(op, op.kind ~= "matmul" and kinds[op.kind] or nil)

@@ -46,7 +46,7 @@ local RULES = {}
 RULES[#RULES + 1] = { name = "gelu_epilogue", run = function(g)
   local dead = {}
   for _, op in ipairs(g.ops) do
-    if op.kind == "gelu" and op.phase == "fwd" then
+    if op.kind == "gelu" and (op.phase == "fwd" or op.phase == "dec") then
       local h, a = IR.ref(op, "x"), IR.ref(op, "out")
       local mm = producer(g, h)
       if mm and mm.kind == "matmul" and mm.attrs.epi == EPI_BIAS then
@@ -87,7 +87,7 @@ RULES[#RULES + 1] = { name = "add_layernorm", run = function(g)
       local s = IR.ref(ln, "x")
       local add = producer(g, s)
       -- the add must come right before (nothing in between may read the sum)
-      if add and add.kind == "add" and add.phase == "fwd" and g.ops[i - 1] == add then
+      if add and add.kind == "add" and add.phase == ln.phase and g.ops[i - 1] == add then
         ln.kind = "add_layernorm"
         local refs = {
           { role = "a", tensor = IR.ref(add, "a") }, { role = "b", tensor = IR.ref(add, "b") },

@@ -31,7 +31,13 @@ function M:input(name, shape)
 end
 
 -- A trainable parameter: its value lives in the params arena, its gradient in the grads arena.
+-- Asking again for an existing parameter returns it (the decode program shares the weights).
 function M:param(name, shape, init, std, decay)
+  local existing = self.tensors["param:" .. name]
+  if existing then
+    assert(util.prod(existing.shape) == util.prod(shape), "parameter " .. name .. " redefined with another shape")
+    return existing.name
+  end
   local p = { name = name, shape = shape, numel = util.prod(shape), init = init, std = std or 0, decay = decay }
   self.params[#self.params + 1] = p
   self.tensors[self:tensor("param:" .. name, shape, "bf16", "param")].param = name
@@ -58,6 +64,20 @@ end
 function M.set_ref(op, role, tensor)
   for _, r in ipairs(op.refs) do if r.role == role then r.tensor = tensor; return end end
   error("op " .. op.kind .. " has no ref " .. role)
+end
+
+-- List ops grouped by phase — fwd, bwd, opt, dec — keeping their order within a phase. The
+-- memory plan reads lifetimes off this order, so the decode program (which never runs inside a
+-- training step) lands after the optimizer and reuses the training activations' memory.
+local PHASE_ORDER = { fwd = 1, bwd = 2, opt = 3, dec = 4 }
+function M:order_by_phase()
+  local groups = { {}, {}, {}, {} }
+  for _, op in ipairs(self.ops) do
+    local k = assert(PHASE_ORDER[op.phase], "unknown phase " .. tostring(op.phase))
+    groups[k][#groups[k] + 1] = op
+  end
+  self.ops = {}
+  for _, grp in ipairs(groups) do for _, op in ipairs(grp) do self.ops[#self.ops + 1] = op end end
 end
 
 -- Follow alias links to the tensor that owns the storage.

@@ -87,6 +87,17 @@ function M.run(g)
       end
     end
   end
+  -- buffers kept across runs of a phase (the decode program's KV cache) live over all its ops
+  local span = {}
+  for i, op in ipairs(g.ops) do
+    local s = span[op.phase] or { i, i }
+    s[2] = i
+    span[op.phase] = s
+  end
+  for _, b in ipairs(bufs) do
+    local keep = g.tensors[b.name].keep
+    if keep then b.first, b.last = span[keep][1], span[keep][2] end
+  end
   table.sort(bufs, function(a, b) return a.first < b.first or (a.first == b.first and a.name < b.name) end)
   for i, b in ipairs(bufs) do b.index = i - 1 end
   for name, t in pairs(g.tensors) do

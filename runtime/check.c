@@ -1,5 +1,6 @@
 /* check.c — see check.h. */
 #include "check.h"
+#include "sample.h"
 #include "init.h"
 #include "safetensors.h"
 #include "train.h"
@@ -330,7 +331,7 @@ static int check_one(Backend *cpu, Backend *gpu, const Op *op, int micro, double
   double worst = 0;
   char line[1024];
   int k = snprintf(line, sizeof line, "  op %3d %s %-22s %-28s", op->idx,
-                   op->phase == PH_FWD ? "fwd" : op->phase == PH_BWD ? "bwd" : "opt", op->kind, op->comment);
+                   op->phase == PH_FWD ? "fwd" : op->phase == PH_BWD ? "bwd" : op->phase == PH_OPT ? "opt" : "dec", op->kind, op->comment);
   for (int j = 0; j < nr; j++) {
     const Ref *r = op_ref(op, roles[j]);
     long n = ref_numel(p, r);
@@ -402,4 +403,51 @@ int check_ops(Backend *cpu, Backend *gpu, uint64_t seed, double tol) {
   }
   free(w); free(z); free(tok); free(tgt);
   return first != NULL;
+}
+
+/* ================= decode program vs forward pass ================= */
+
+int check_decode(Backend *b, uint64_t seed, double tol) {
+  const Plan *p = b->plan;
+  long B = plan_dim(p, "B"), T = plan_dim(p, "T"), V = plan_dim(p, "V"), Vp = plan_dim(p, "Vp"), N = B * T;
+  long accum = plan_dim_opt(p, "accum", 1);
+  float *w = xmalloc((size_t)p->param_elems * sizeof *w);
+  init_params(p, seed, w);
+  b->set_master(b, w);
+  int32_t *tok = xmalloc((size_t)N * sizeof *tok), *tgt = xmalloc((size_t)N * sizeof *tgt);
+  DataGen dg;
+  data_init(&dg, seed, V);
+  for (long k = 0; k < accum; k++) {
+    data_next(&dg, B, T, tok, tgt);
+    b->set_batch(b, (int)k, tok, tgt);
+  }
+  data_free(&dg);
+  /* the forward pass over the last micro-step's batch, stopped before the loss overwrites the logits */
+  b->zero_grads(b);
+  const Op *xent = NULL;
+  for (int i = 0; i < p->nop && !xent; i++) {
+    const Op *op = &p->ops[i];
+    if (op->phase != PH_FWD) continue;
+    if (!strcmp(op->kind, "xent")) xent = op;
+    else b->run_op(b, op, (int)(accum - 1));
+  }
+  if (!xent) fatal("%s: no xent op in the forward pass", p->path);
+  float *full = xmalloc((size_t)(N * Vp) * sizeof *full);
+  b->read_ref(b, op_ref_req(p, xent, "logits"), (int)(accum - 1), full, N * Vp);
+  /* the first sequence again, one token at a time through the KV cache */
+  float *dec = xmalloc((size_t)(T * V) * sizeof *dec), *ref = xmalloc((size_t)(T * V) * sizeof *ref);
+  for (long t = 0; t < T; t++) memcpy(ref + t * V, full + t * Vp, (size_t)V * sizeof *ref);
+  sample_logits(b, tok, (int)T, dec);
+  double worst = 0;
+  long worst_t = 0;
+  for (long t = 0; t < T; t++) {
+    double e = rel_l2(dec + t * V, ref + t * V, V);
+    if (!(e <= worst)) { worst = e; worst_t = t; }
+  }
+  double all = rel_l2(dec, ref, T * V);
+  int bad = !(all <= tol) || !(worst <= 2 * tol);
+  printf("decode-check: %s on %s: %ld positions, logits rel L2 %.2e overall, worst %.2e at position %ld (tol %.1e)  %s\n",
+         p->name, b->name, T, all, worst, worst_t, tol, bad ? "FAIL" : "ok");
+  free(w); free(tok); free(tgt); free(full); free(dec); free(ref);
+  return bad;
 }

@@ -18,4 +18,7 @@ int check_ops(Backend *cpu, Backend *gpu, uint64_t seed, double tol);
 
 /* ‖out − ref‖ / ‖ref‖ in double (‖out − ref‖ / 1e-12 when ref is all zeros; inf on NaN). */
 double rel_l2(const float *out, const float *ref, long n);
+/* Teacher-forced decoding through the KV cache gives the forward pass's logits at every position
+ * (relative L2 over the first sequence ≤ tol). Returns nonzero on failure. */
+int check_decode(Backend *b, uint64_t seed, double tol);
 #endif

@@ -262,7 +262,35 @@ static void k_adamw(Cpu *c, const Op *op, int micro) {
             Af(c, op, "eps"), Af(c, op, "clip"));
 }
 
+/* The decode position: a one-element int32 input, checked against the context length. */
+static int dec_pos(Cpu *c, const Op *op, long T) {
+  int pos = I(c, op, "pos", 1, 0)[0];
+  if (pos < 0 || pos >= T) fatal(OPFMT ": decode position %d outside the context [0, %ld)", OPARGS(c, op), pos, T);
+  return pos;
+}
+
+static void k_embed_pos(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), T = A(c, op, "T"), D = A(c, op, "D");
+  const int32_t *tok = I(c, op, "tokens", N, 0);
+  long rows = ref_numel(c->p, op_ref_req(c->p, op, "wte")) / (D ? D : 1);
+  for (long i = 0; i < N; i++)
+    if (tok[i] < 0 || tok[i] >= rows)
+      fatal(OPFMT ": token %d is outside the embedding table (%ld rows)", OPARGS(c, op), tok[i], rows);
+  cpu_embed_pos(tok, dec_pos(c, op, T), F(c, op, "wte", D), F(c, op, "wpe", T * D), F(c, op, "out", N * D), N, D);
+}
+
+static void k_attention_decode(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long B, T, H, d;
+  attn_dims(c, op, &B, &T, &H, &d);
+  long D = H * d;
+  cpu_attention_decode(F(c, op, "qkv", B * 3 * D), dec_pos(c, op, T), F(c, op, "kcache", B * T * D),
+                       F(c, op, "vcache", B * T * D), F(c, op, "out", B * D), B, T, H, d);
+}
+
 static const struct { const char *kind; void (*fn)(Cpu *, const Op *, int); } KINDS[] = {
+  {"embed_pos", k_embed_pos}, {"attention_decode", k_attention_decode},
   {"matmul", k_matmul}, {"embed", k_embed}, {"layernorm", k_layernorm}, {"add_layernorm", k_add_layernorm},
   {"add", k_add}, {"gelu", k_gelu}, {"attention", k_attention}, {"xent", k_xent}, {"loss_sum", k_loss_sum},
   {"gelu_bwd", k_gelu_bwd}, {"layernorm_bwd", k_layernorm_bwd}, {"layernorm_bwd_params", k_layernorm_bwd_params},

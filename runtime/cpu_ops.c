@@ -322,3 +322,38 @@ void cpu_adamw(float *master, const float *grads, float *m, float *v, const floa
     master[i] = (float)(w - lr * (wdi * w + (mi / bc1) / (sqrt(vi / bc2) + eps)));
   }
 }
+
+/* ---- decode program ---- */
+
+void cpu_embed_pos(const int32_t *tok, int pos, const float *wte, const float *wpe, float *out, long N, long D) {
+  for (long b = 0; b < N; b++)
+    for (long i = 0; i < D; i++) out[b * D + i] = wte[(long)tok[b] * D + i] + wpe[(long)pos * D + i];
+}
+
+void cpu_attention_decode(const float *qkv, int pos, float *kcache, float *vcache, float *out, long B, long T,
+                          long H, long d) {
+  long D = H * d;
+  double *s = xmalloc((size_t)(pos + 1) * sizeof *s);
+  for (long b = 0; b < B; b++) {
+    const float *q = qkv + b * 3 * D;
+    float *kc = kcache + b * T * D, *vc = vcache + b * T * D;
+    memcpy(kc + (long)pos * D, q + D, (size_t)D * sizeof *kc);
+    memcpy(vc + (long)pos * D, q + 2 * D, (size_t)D * sizeof *vc);
+    for (long h = 0; h < H; h++) {
+      double mx = -INFINITY, sum = 0, scale = 1.0 / sqrt((double)d);
+      for (long j = 0; j <= pos; j++) {
+        double dot = 0;
+        for (long i = 0; i < d; i++) dot += (double)q[h * d + i] * kc[j * D + h * d + i];
+        s[j] = dot * scale;
+        if (s[j] > mx) mx = s[j];
+      }
+      for (long j = 0; j <= pos; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
+      for (long i = 0; i < d; i++) {
+        double acc = 0;
+        for (long j = 0; j <= pos; j++) acc += s[j] * vc[j * D + h * d + i];
+        out[b * D + h * d + i] = (float)(acc / sum);
+      }
+    }
+  }
+  free(s);
+}

@@ -39,6 +39,14 @@ void cpu_embed_bwd_pos(const float *dout, float *dwpe, long N, long T, long D);
 void cpu_xent_bwd(const float *logits, const int32_t *targets, float *dlogits, long N, long V, long Vp,
                   float scale);
 
+/* Decode program (one token per sequence at position pos). */
+/* out[b] = wte[tok[b]] + wpe[pos] */
+void cpu_embed_pos(const int32_t *tok, int pos, const float *wte, const float *wpe, float *out, long N, long D);
+/* Append k, v of qkv [B, 3D] to the caches [B, T, D] at row pos, then causal attention of q over
+ * cache rows 0..pos: out_h = Σ_j softmax_j(q_h·k_{j,h}/√d)·v_{j,h}. */
+void cpu_attention_decode(const float *qkv, int pos, float *kcache, float *vcache, float *out, long B, long T,
+                          long H, long d);
+
 /* partials[g] = Σ grads[i]² over chunk g = [g·⌈n/G⌉, (g+1)·⌈n/G⌉) ∩ [0, n) */
 void cpu_sumsq(const float *grads, float *partials, long n, long G);
 /* scal = {lr, 1−β1^t, 1−β2^t}; see docs/ir.md "Optimizer". */

@@ -51,10 +51,10 @@ typedef struct {
   CUstream stream;
   cublasLtHandle_t lt;
   CUdeviceptr params, master, grads, adam_m, adam_v, acts, scal, loss, partials, ws;
-  CUdeviceptr input[4];
-  long in_numel[4];                               /* per micro-step */
-  int32_t *in_host[4];                            /* accum × numel each */
-  int32_t *in_pinned[4];
+  CUdeviceptr input[MF_MAX_INPUTS];
+  long in_numel[MF_MAX_INPUTS];                   /* per micro-step */
+  int32_t *in_host[MF_MAX_INPUTS];                /* accum × numel each */
+  int32_t *in_pinned[MF_MAX_INPUTS];
   float scal_host[NSCAL];
   float *scal_pinned;
   int dirty;                                      /* host inputs/scalars newer than the device */
@@ -444,11 +444,11 @@ static void gpu_destroy(Backend *bk) {
   }
   if (g->lt) lt.Destroy(g->lt);
   CUdeviceptr *dp[] = {&g->params, &g->master, &g->grads, &g->adam_m, &g->adam_v, &g->acts,
-                       &g->scal, &g->loss, &g->partials, &g->ws,
-                       &g->input[0], &g->input[1], &g->input[2], &g->input[3]};
+                       &g->scal, &g->loss, &g->partials, &g->ws};
   for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
     if (*dp[i]) cu.MemFree(*dp[i]);
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < MF_MAX_INPUTS; i++) {
+    if (g->input[i]) cu.MemFree(g->input[i]);
     if (g->in_pinned[i]) cu.MemFreeHost(g->in_pinned[i]);
     free(g->in_host[i]);
   }
@@ -772,7 +772,7 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   for (int i = 0; i < p->nparam; i++)
     if (p->params[i].offset < 0 || p->params[i].offset + p->params[i].numel > p->param_elems)
       fatal("%s: parameter %s lies outside the parameter arena", p->path, p->params[i].name);
-  if (p->ninput > 4) fatal("%s: more than 4 inputs", p->path);
+  if (p->ninput > MF_MAX_INPUTS) fatal("%s: more than %d inputs", p->path, MF_MAX_INPUTS);
   for (int i = 0; i < p->ninput; i++) {
     const Input *in = &p->inputs[i];
     if (in->dt != DT_I32) fatal("%s: input %s must be i32", p->path, in->name);

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
           "  --golden FILE      compare with a golden safetensors file from tests/reference\n"
           "  --gradcheck        finite-difference check of every parameter gradient (CPU)\n"
           "  --check            run every op on the GPU and the CPU and compare (needs a GPU)\n"
+          "  --decode-check     KV-cache decoding reproduces the forward pass's logits\n"
           "options:\n"
           "  --cpu              use the CPU reference backend instead of the GPU\n"
           "  --steps N          optimizer steps (default: the plan's train steps; bench: 20)\n"
@@ -47,7 +48,7 @@ static double parse_double_arg(const char *flag, const char *v) {
 
 int main(int argc, char **argv) {
   const char *ptx = NULL, *golden = NULL;
-  int train = 0, bench = 0, gradcheck = 0, check = 0, use_cpu = 0;
+  int train = 0, bench = 0, gradcheck = 0, check = 0, decode_check = 0, use_cpu = 0;
   long steps = -1, log_every = 10, seed = -1;
   double tol = -1, loss_tol = -1;
   for (int i = 1; i < argc; i++) {
@@ -56,6 +57,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--train")) train = 1;
     else if (!strcmp(a, "--bench")) bench = 1;
     else if (!strcmp(a, "--gradcheck")) gradcheck = 1;
+    else if (!strcmp(a, "--decode-check")) decode_check = 1;
     else if (!strcmp(a, "--check")) check = 1;
     else if (!strcmp(a, "--cpu")) use_cpu = 1;
     else if (!strcmp(a, "--golden")) { if (!next) fatal("--golden needs a file"); golden = next; i++; }
@@ -69,8 +71,8 @@ int main(int argc, char **argv) {
     else ptx = a;
   }
   if (!ptx) { usage(stderr); return 1; }
-  if (train + bench + gradcheck + check + (golden != NULL) > 1)
-    fatal("choose at most one of --train, --bench, --golden, --gradcheck, --check");
+  if (train + bench + gradcheck + check + decode_check + (golden != NULL) > 1)
+    fatal("choose at most one of --train, --bench, --golden, --gradcheck, --check, --decode-check");
   size_t len = strlen(ptx);
   if (len < 4 || strcmp(ptx + len - 4, ".ptx")) fatal("%s: expected the generated DIR/model.ptx", ptx);
   if (check && use_cpu) fatal("--check compares the GPU with the CPU: it cannot run with --cpu");
@@ -103,13 +105,14 @@ int main(int argc, char **argv) {
   else if (bench) rc = bench_run(b, &o);
   else if (golden) rc = check_golden(b, golden, tol > 0 ? tol : 1e-4, loss_tol > 0 ? loss_tol : (tol > 0 ? tol : 1e-4));
   else if (gradcheck) rc = check_gradcheck(cpu, s);
+  else if (decode_check) rc = check_decode(b, s, tol > 0 ? tol : (gpu ? 2e-2 : 1e-5));
   else if (check) rc = check_ops(cpu, gpu, s, tol > 0 ? tol : 3e-2);
   else {
-    long nop[3] = {0, 0, 0};
+    long nop[4] = {0, 0, 0, 0};
     for (int i = 0; i < plan.nop; i++) nop[plan.ops[i].phase]++;
     printf("%s (%s): %d params, %ld parameter elements (%ld decayed), %d buffers, %ld activation bytes on the GPU\n",
            plan.name, plan_path, plan.nparam, plan.param_elems, plan.n_decay, plan.nbuf, plan.act_bytes);
-    printf("ops: %ld fwd, %ld bwd, %ld opt | backend %s\n", nop[0], nop[1], nop[2], b->name);
+    printf("ops: %ld fwd, %ld bwd, %ld opt, %ld dec | backend %s\n", nop[0], nop[1], nop[2], nop[3], b->name);
   }
   if (cpu) cpu->destroy(cpu);
   if (gpu) gpu->destroy(gpu);

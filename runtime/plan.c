@@ -100,7 +100,9 @@ static int parse_ref(Parser *ps, Op *op, int ri, const char *s) {
   }
   for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++)
     if (!strcmp(s, whole[i].name)) { r->kind = whole[i].kind; r->idx = 0; return 0; }
-  if (!strcmp(s, "tokens") || !strcmp(s, "targets") || !strcmp(s, "tokidx")) {
+  /* any other name is an input (tokens, targets, tokidx, dtokens, dpos, ...), declared by an
+   * `input` line somewhere in the file and resolved once all of it is read */
+  if (strlen(s) < sizeof ps->in_ref[0].name && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(s)) {
     if (ps->nin_ref == ps->cap_in_ref) {
       ps->cap_in_ref = ps->cap_in_ref ? 2 * ps->cap_in_ref : 64;
       ps->in_ref = xrealloc(ps->in_ref, (size_t)ps->cap_in_ref * sizeof *ps->in_ref);
@@ -135,7 +137,8 @@ static int parse_op(Parser *ps, char **t, int nt, const char *comment) {
   if (!strcmp(t[2], "fwd")) op->phase = PH_FWD;
   else if (!strcmp(t[2], "bwd")) op->phase = PH_BWD;
   else if (!strcmp(t[2], "opt")) op->phase = PH_OPT;
-  else return perr(ps, "unknown phase '%s' (expected fwd, bwd or opt)", t[2]);
+  else if (!strcmp(t[2], "dec")) op->phase = PH_DEC;
+  else return perr(ps, "unknown phase '%s' (expected fwd, bwd, opt or dec)", t[2]);
   if (copy_name(ps, op->kind, sizeof op->kind, t[3], "op kind")) return -1;
   if (copy_name(ps, op->kernel, sizeof op->kernel, t[4], "kernel name")) return -1;
   static const char *geo[] = {"grid x", "grid y", "grid z", "block x", "block y", "block z", "smem"};
@@ -319,10 +322,12 @@ static int parse_line(Parser *ps, char *s) {
     return perr(ps, "unknown arena '%s' (expected params or acts)", nt >= 2 ? t[1] : "");
   } else if (!strcmp(k, "input")) {
     if (nt != 4) return perr(ps, "input record has %d fields, expected 4: input <name> <dtype> <numel>", nt);
-    if (strcmp(t[1], "tokens") && strcmp(t[1], "targets") && strcmp(t[1], "tokidx"))
-      return perr(ps, "unknown input '%s' (expected tokens, targets or tokidx)", t[1]);
+    static const char *known[] = {"tokens", "targets", "tokidx", "dtokens", "dpos"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= !strcmp(t[1], known[i]);
+    if (!ok) return perr(ps, "unknown input '%s' (expected tokens, targets, tokidx, dtokens or dpos)", t[1]);
     if (plan_input(p, t[1]) >= 0) return perr(ps, "duplicate input '%s'", t[1]);
-    if (p->ninput == 4) return perr(ps, "too many inputs");
+    if (p->ninput == MF_MAX_INPUTS) return perr(ps, "too many inputs");
     Input *in = &p->inputs[p->ninput];
     strcpy(in->name, t[1]);
     if (parse_dtype(ps, t[2], &in->dt)) return -1;

@@ -15,7 +15,8 @@ typedef enum {
   REF_INPUT                                         /* tokens, targets, tokidx */
 } RefKind;
 
-typedef enum { PH_FWD, PH_BWD, PH_OPT } Phase;
+typedef enum { PH_FWD, PH_BWD, PH_OPT, PH_DEC } Phase; /* dec: the one-token decode program */
+#define MF_MAX_INPUTS 8
 
 #define MF_MAX_REFS 12
 #define MF_MAX_ATTRS 16
@@ -61,7 +62,7 @@ typedef struct {
   long n_decay;              /* elements of the arena that get weight decay */
   int nbuf; Buffer *bufs;
   long act_bytes, act_cpu_elems;
-  int ninput; Input inputs[4];
+  int ninput; Input inputs[MF_MAX_INPUTS];
   int nop; Op *ops;
   long n_partials;           /* size of the `partials` buffer: the largest attr G of any op (≥ 1) */
 } Plan;

@@ -24,6 +24,7 @@ for variant in fused unfused; do
   check "GPU matches PyTorch goldens, $variant (bf16: rel L2 <= 2e-2, losses <= 1%)" \
     $RT "$d/model.ptx" --golden $GOLDEN --tol 2e-2 --loss-tol 1e-2
   check "GPU vs CPU op by op, $variant" $RT "$d/model.ptx" --check
+  check "GPU KV-cache decoding == forward pass logits, $variant (rel L2 <= 2e-2)" $RT "$d/model.ptx" --decode-check
 done
 
 # The reference is GPT-2: its logits equal transformers' GPT2LMHeadModel with the same weights.
@@ -63,4 +64,5 @@ falls() {
   awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 0 && l < 0.8 * f) }'
 }
 check "gpt2_124m trains on the GPU (loss falls > 20% in 60 steps)" falls
+check "gpt2_124m KV-cache decoding == forward pass logits (T=1024, rel L2 <= 2e-2)" $RT "$big/model.ptx" --decode-check
 summary

@@ -50,3 +50,7 @@ bin/gen specs/gpt2_tiny.lua --set model.vocab_size=500 --set model.d_model=32 --
   -o "$TMPDIR/other" --no-compile >/dev/null 2>&1
 check_error "runtime: golden from another spec names the tensor" 1 'wte\.weight' \
   $RT "$TMPDIR/other/model.ptx" --cpu --golden $GOLDEN
+
+# The decode program (KV cache, one token at a time) reproduces the forward pass's logits.
+check "KV-cache decoding == forward pass logits, fused (CPU, rel L2 <= 1e-5)" $RT "$gdir/model.ptx" --cpu --decode-check
+check "KV-cache decoding == forward pass logits, unfused (CPU)" $RT "$udir/model.ptx" --cpu --decode-check
