@@ -9,9 +9,10 @@ STATIC_LIBS ?= -Wl,-Bstatic -lopenblas -lpcre2-8 -Wl,-Bdynamic -lpthread
 
 RUNTIME_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
 RUNTIME_HDR := $(wildcard runtime/*.h)
-SPEC      ?= specs/gpt2_tiny.lua
+# make run SPEC=specs/x.lua; empty: scripts/run.sh picks gpt2_124m on a GPU, gpt2_mini on the CPU
+SPEC      ?=
 
-.PHONY: all deps test test-gpu bench run clean
+.PHONY: all deps test test-gpu test-dist-gpu bench run sweep clean
 
 UNIT_TESTS := bin/test_runtime_cpu bin/test_tokenizer bin/test_shards bin/test_prepare
 
@@ -46,11 +47,22 @@ test: deps all
 test-gpu: all
 	@tests/run_gpu.sh
 
+# Several GPUs (at least 2) on the GPU machine: data parallel, ZeRO-1, launchers, failures, speed.
+test-dist-gpu: all
+	@tests/run_dist_gpu.sh
+
 bench: all
 	@bench/bench.sh
 
 run: deps all
 	@scripts/run.sh $(SPEC)
+
+# A sweep (specs/sweeps/$(SWEEP).lua, README.md "Sweeps"): one program per point, the unfinished
+# points trained (CPU=1: on the CPU; several GPUs: one point per GPU), then out/$(SWEEP)/summary.csv,
+# summary.md and loss.png. SET="train.steps=50 ..." adds overrides to every point.
+sweep: deps all
+	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=name [CPU=1] [SET=\"k=v ...\"]  (sweeps: $(notdir $(basename $(wildcard specs/sweeps/*.lua))))"; exit 2; }
+	@scripts/sweep.sh $(SWEEP) $(if $(CPU),--cpu) $(foreach s,$(SET),--set $(s))
 
 clean:
 	rm -rf bin out out.failed

@@ -14,7 +14,7 @@ local RULES = {}
 -- State of the derivation: which tensors need gradients, and the gradient of each.
 local function new_state(g)
   local st = { g = g, grad = {}, started = {}, needs = {} }
-  for name, t in pairs(g.tensors) do if t.kind == "param" then st.needs[name] = true end end
+  for name, t in pairs(g.tensors) do if t.kind == "param" and not t.frozen then st.needs[name] = true end end
   for _, op in ipairs(g.ops) do
     if op.phase ~= "fwd" then goto continue end
     local any = false
@@ -152,18 +152,137 @@ RULES.embed = function(st, op)
   local at = op.attrs
   st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
     { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = at.N, D = at.D })
-  st.g:op("embed_bwd_pos", "bwd", op.name .. ".dwpe", { { "dout", dout },
-    { "dwpe", (grad_target(st, IR.ref(op, "wpe"))), out = true } }, { N = at.N, T = at.T, D = at.D })
+  if st.needs[IR.ref(op, "wpe")] then -- a frozen (sinusoidal) table has no gradient
+    st.g:op("embed_bwd_pos", "bwd", op.name .. ".dwpe", { { "dout", dout },
+      { "dwpe", (grad_target(st, IR.ref(op, "wpe"))), out = true } }, { N = at.N, T = at.T, D = at.D })
+  end
+end
+
+RULES.embed_tok = function(st, op)
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout then return end
+  st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
+    { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = op.attrs.N, D = op.attrs.D })
+end
+
+RULES.rmsnorm = function(st, op)
+  local x, w, rstd = IR.ref(op, "x"), IR.ref(op, "w"), IR.ref(op, "rstd")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout then return end
+  local at = op.attrs
+  st.g:op("rmsnorm_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "rstd", rstd },
+    { "dw", (grad_target(st, w)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[x] then
+    local dx, acc = grad_target(st, x)
+    st.g:op("rmsnorm_bwd", "bwd", op.name .. ".dx", { { "dout", dout }, { "x", x }, { "w", w }, { "rstd", rstd },
+      { "dx", dx, out = true } }, { N = at.N, C = at.C, acc = acc })
+  end
+end
+
+RULES.dyt = function(st, op)
+  local x, alpha, w, b = IR.ref(op, "x"), IR.ref(op, "alpha"), IR.ref(op, "w"), IR.ref(op, "b")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout then return end
+  local at = op.attrs
+  st.g:op("dyt_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
+    { "dalpha", (grad_target(st, alpha)), out = true }, { "dw", (grad_target(st, w)), out = true },
+    { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[x] then
+    local dx, acc = grad_target(st, x)
+    st.g:op("dyt_bwd", "bwd", op.name .. ".dx", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
+      { "dx", dx, out = true } }, { N = at.N, C = at.C, acc = acc })
+  end
+end
+
+-- relu and silu: dx (+)= dout · act'(x)
+for _, kind in ipairs { "relu", "silu" } do
+  RULES[kind] = function(st, op)
+    local x = IR.ref(op, "x")
+    local dout = grad_of(st, IR.ref(op, "out"))
+    if not dout or not st.needs[x] then return end
+    local dx, acc = grad_target(st, x)
+    st.g:op(kind .. "_bwd", "bwd", op.name, { { "x", x }, { "dout", dout }, { "dx", dx, out = true } },
+      { n = op.attrs.n, acc = acc })
+  end
+end
+
+RULES.glu = function(st, op)
+  local x = IR.ref(op, "x")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout or not st.needs[x] then return end
+  local dx, acc = grad_target(st, x)
+  assert(acc == 0, "glu: its input's gradient must be its only contribution")
+  st.g:op("glu_bwd", "bwd", op.name, { { "x", x }, { "dout", dout }, { "dx", dx, out = true } },
+    { N = op.attrs.N, F = op.attrs.F, act = op.attrs.act })
+end
+
+RULES.dropout = function(st, op)
+  local x = IR.ref(op, "x")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout or not st.needs[x] then return end
+  local dx, acc = grad_target(st, x)
+  st.g:op("dropout_bwd", "bwd", op.name, { { "dout", dout }, { "dropctr", "dropctr" }, { "dx", dx, out = true } },
+    { n = op.attrs.n, p = op.attrs.p, stream = op.attrs.stream, acc = acc })
+end
+
+RULES.mla_k = function(st, op)
+  local dk = grad_of(st, IR.ref(op, "k"))
+  if not dk then return end
+  local dn, acc1 = grad_target(st, IR.ref(op, "knope"))
+  local dr, acc2 = grad_target(st, IR.ref(op, "krope"))
+  assert(acc1 == 0 and acc2 == 0, "mla_k: its inputs' gradients must be written here first")
+  st.g:op("mla_k_bwd", "bwd", op.name, { { "dk", dk }, { "dknope", dn, out = true }, { "dkrope", dr, out = true } }, op.attrs)
+end
+
+-- Generalised attention: q, k, v may be one packed tensor (their gradients then share one
+-- buffer, each kernel writing its own columns) or three tensors.
+RULES.attn = function(st, op)
+  local q, k, v = IR.ref(op, "q"), IR.ref(op, "k"), IR.ref(op, "v")
+  local out, lse, ctr = IR.ref(op, "out"), IR.ref(op, "lse"), IR.ref(op, "dropctr")
+  local dout = grad_of(st, out)
+  if not dout then return end
+  local at, g = op.attrs, st.g
+  local delta = g:tensor(op.name .. ".delta", { at.B, at.H, at.T }, "f32")
+  g:op("attn_bwd_pre", "bwd", op.name .. ".delta", { { "out", out }, { "dout", dout }, { "delta", delta, out = true } },
+    { B = at.B, T = at.T, H = at.H, DV = at.DV })
+  local dq, dk, dv
+  if q == k and k == v then
+    local acc
+    dq, acc = grad_target(st, q)
+    assert(acc == 0, "attn: the packed qkv gradient must be its only contribution")
+    dk, dv = dq, dq
+  else
+    local a1, a2, a3
+    dq, a1 = grad_target(st, q)
+    dk, a2 = grad_target(st, k)
+    dv, a3 = grad_target(st, v)
+    assert(a1 + a2 + a3 == 0, "attn: q, k, v gradients must be their only contributions")
+  end
+  local refs = { { "q", q }, { "k", k }, { "v", v }, { "dout", dout }, { "lse", lse }, { "delta", delta } }
+  if ctr then refs[#refs + 1] = { "dropctr", ctr } end
+  local r1 = { table.unpack(refs) }
+  r1[#r1 + 1] = { "dk", dk, out = true }
+  r1[#r1 + 1] = { "dv", dv, out = true }
+  g:op("attn_bwd_dkdv", "bwd", op.name .. ".dkdv", r1, at)
+  local r2 = { table.unpack(refs) }
+  r2[#r2 + 1] = { "dq", dq, out = true }
+  g:op("attn_bwd_dq", "bwd", op.name .. ".dq", r2, at)
 end
 
 -- Optimizer: global gradient norm (partial sums, finished inside adamw) and the AdamW update.
+-- Both run over the arena range [lo, hi) held in the input `optrange` (docs/ir.md: lo and hi as
+-- 64-bit integers, each two int32 words): the runtime sets [0, n) on one GPU and this rank's shard
+-- under ZeRO-1, so the plan is the same for every number of GPUs.
 local function append_optimizer(g)
   local tr = g.cfg.train
   local G = 512
-  g:op("sumsq", "opt", "grad_norm", { { "grads", "grads" }, { "partials", "partials", out = true } }, { n = 0, G = G })
+  local range = g:input("optrange", { 4 })
+  g:op("sumsq", "opt", "grad_norm", { { "grads", "grads" }, { "partials", "partials", out = true }, { "range", range } },
+    { n = 0, G = G })
   g:op("adamw", "opt", "adamw", {
     { "master", "master", out = true }, { "params", "params", out = true }, { "grads", "grads" },
     { "m", "adam_m", out = true }, { "v", "adam_v", out = true }, { "scal", "scal" }, { "partials", "partials" },
+    { "range", range },
   }, { n = 0, n_decay = 0, G = G, wd = tr.weight_decay, beta1 = tr.beta1, beta2 = tr.beta2, eps = tr.eps, clip = tr.grad_clip })
   -- n and n_decay are the arena sizes, known once the memory pass lays the arena out
 end

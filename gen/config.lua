@@ -11,14 +11,53 @@ local M = {}
 -- what differs from the defaults of its family.
 local SCHEMA = {
   name = { type = "string" },
-  family = { type = "string", enum = { "gpt2" }, default = "gpt2" },
+  family = { type = "string", enum = { "gpt2", "swamla", "llama" }, default = "gpt2" },
   model = {
     n_layer = { type = "int", min = 1, default = 12 },
     d_model = { type = "int", min = 8, default = 768 },
     n_head = { type = "int", min = 1, default = 12 },
+    n_kv_head = { type = "int", min = 0, default = 0 },          -- 0: = n_head (gqa needs it set)
     seq_len = { type = "int", min = 1, default = 1024 },
     vocab_size = { type = "int", min = 2, default = 50257 },
-    ln_eps = { type = "number", gt = 0, default = 1e-5 },
+    ln_eps = { type = "number", gt = 0, default = 1e-5 },        -- epsilon of every norm
+    attention = { type = "string", enum = { "mha", "gqa", "mqa", "mla" }, default = "mha" },
+    position = { type = "string", enum = { "learned", "rope", "alibi", "sinusoidal", "none" }, default = "learned" },
+    rope_base = { type = "number", gt = 0, default = 10000 },
+    rope_layout = { type = "string", enum = { "half", "adjacent" }, default = "half" },
+    mlp = { type = "string", enum = { "gelu", "relu", "silu", "geglu", "swiglu" }, default = "gelu" },
+    mlp_hidden = { type = "int", min = 0, default = 0 },         -- 0: 4·d_model
+    norm = { type = "string", enum = { "layernorm", "rmsnorm", "dyt" }, default = "layernorm" },
+    dyt_alpha = { type = "number", default = 0.5 },
+    attn_bias = { type = "bool", default = true },               -- bias of the q/k/v projection
+    proj_bias = { type = "bool", default = true },               -- bias of the attention output projection
+    mlp_bias = { type = "bool", default = true },
+    tie_embeddings = { type = "bool", default = true },
+    dropout = {
+      attn = { type = "number", min = 0, lt = 1, default = 0 },
+      resid = { type = "number", min = 0, lt = 1, default = 0 },
+      mlp = { type = "number", min = 0, lt = 1, default = 0 },
+    },
+    -- layer pattern: cycles of SWA then MLA layers, or an explicit (cyclic) list, plus overrides
+    swa_layers_per_cycle = { type = "int", min = 0, default = 0 },
+    mla_layers_per_cycle = { type = "int", min = 0, default = 0 },
+    layer_pattern = { type = "list", of = { type = "string", enum = { "full", "swa", "mla" } }, default = {} },
+    layer_overrides = { type = "map", of = {
+      attention = { type = "string", enum = { "full", "swa", "mla" } },
+      window = { type = "int" }, sink = { type = "int" },
+      kv_lora_rank = { type = "int" }, q_lora_rank = { type = "int" },
+    }, default = {} },
+    swa_window = { type = "int", default = 256 },
+    swa_sink = { type = "int", default = 4 },
+    mla = {
+      kv_lora_rank = { type = "int", default = 256 },
+      q_lora_rank = { type = "int", default = 0 },
+      qk_nope_head_dim = { type = "int", default = 128 },
+      qk_rope_head_dim = { type = "int", default = 64 },
+      v_head_dim = { type = "int", default = 128 },
+      latent_norm = { type = "string", enum = { "rmsnorm", "layernorm" }, default = "rmsnorm" },
+      latent_eps = { type = "number", gt = 0, default = 1e-6 },
+      rope_layout = { type = "string", enum = { "half", "adjacent" }, default = "adjacent" },
+    },
   },
   train = {
     batch_size = { type = "int", min = 1, default = 16 },
@@ -103,8 +142,41 @@ local function field_lines(src)
 end
 M.field_lines = field_lines
 
--- Pass `spec`: the raw table a spec returns, with the lines of its fields.
-function M.load(path)
+local function merge(base, over)
+  for k, v in pairs(over) do
+    if type(v) == "table" and type(base[k]) == "table" and #v == 0 and next(v) ~= nil then merge(base[k], v)
+    else base[k] = v end
+  end
+  return base
+end
+
+-- Pass `spec`: the raw table a spec returns, with the lines of its fields. A spec may name a
+-- `base` spec (path from the repository root or from its own directory): it then holds only what
+-- differs, merged over the base's fields; errors still point at the file that set a field.
+function M.load(path, seen)
+  seen = seen or {}
+  if seen[path] then util.fail(2, "%s: base specs form a cycle", path) end
+  seen[path] = true
+  local spec = M.load_one(path)
+  local base = spec.fields.base
+  if base ~= nil then
+    if type(base) ~= "string" then util.fail(2, "%s:%d: base: expected a spec path", path, spec.lines.base or 1) end
+    local bpath = base
+    if not mf.read(bpath) then bpath = (path:match("^(.*)/[^/]*$") or ".") .. "/" .. base end
+    if not mf.read(bpath) then util.fail(2, "%s:%d: base: cannot read spec %s", path, spec.lines.base or 1, base) end
+    local b = M.load(bpath, seen)
+    spec.fields.base = nil
+    local name = spec.fields.name
+    spec.fields = merge(b.fields, spec.fields)
+    spec.fields.name = name or spec.path:match("([^/]+)%.lua$")
+    for k, l in pairs(b.lines) do
+      if spec.lines[k] == nil then spec.lines[k] = type(l) == "table" and l or { b.path, l } end
+    end
+  end
+  return spec
+end
+
+function M.load_one(path)
   local src, err = mf.read(path)
   if not src then util.fail(2, "gen: cannot read spec %s", err) end
   -- the sandbox: pure functions only, so a spec cannot touch files or the environment
@@ -128,7 +200,9 @@ end
 
 local function where(spec, key)
   if spec.origin[key] then return spec.origin[key] end
-  local l = spec.lines[key]
+  -- list and map entries ([3] = {...}) are found by their field name without the index
+  local l = spec.lines[key] or spec.lines[(key:gsub("%.%d+", ""))]
+  if type(l) == "table" then return string.format("%s:%d", l[1], l[2]) end
   if l then return string.format("%s:%d", spec.path, l) end
   return spec.path
 end
@@ -145,8 +219,29 @@ local function parse_value(s)
 end
 
 -- Check one value against its schema entry.
-local function check_field(spec, key, v, s)
-  if s.type == "int" then
+local check_field
+local validate
+
+check_field = function(spec, key, v, s)
+  if s.type == "list" then
+    if type(v) ~= "table" then bad(spec, key, "expected a list, got %s", util.serialize(v)) end
+    local out = {}
+    for i, x in ipairs(v) do out[i] = check_field(spec, key .. "." .. i, x, s.of) end
+    for k in pairs(v) do
+      if math.type(k) ~= "integer" or k < 1 or k > #v then bad(spec, key, "expected a list (1, 2, ...), found key %s", tostring(k)) end
+    end
+    return out
+  elseif s.type == "map" then
+    if type(v) ~= "table" then bad(spec, key, "expected a table keyed by layer index, got %s", util.serialize(v)) end
+    local out = {}
+    for k, x in pairs(v) do
+      if math.type(k) ~= "integer" then bad(spec, key, "keys must be layer indices (0-based integers), found %s", tostring(k)) end
+      if type(x) ~= "table" then bad(spec, key .. "." .. k, "expected a table of fields, got %s", util.serialize(x)) end
+      out[k] = {}
+      validate(spec, x, s.of, key .. "." .. k .. ".", out[k])
+    end
+    return out
+  elseif s.type == "int" then
     if math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then v = math.tointeger(v) end
     if math.type(v) ~= "integer" then bad(spec, key, "expected an integer, got %s", util.serialize(v)) end
   elseif s.type == "number" then
@@ -168,7 +263,7 @@ local function check_field(spec, key, v, s)
 end
 
 -- Walk the spec's fields against the schema; unknown names are errors, not silently ignored.
-local function validate(spec, fields, schema, prefix, out)
+validate = function(spec, fields, schema, prefix, out)
   for k, v in pairs(fields) do
     local key = prefix .. tostring(k)
     local s = schema[k]
@@ -176,7 +271,7 @@ local function validate(spec, fields, schema, prefix, out)
       local names = util.sorted_keys(schema)
       bad(spec, key, "unknown field (known here: %s)", table.concat(names, ", "))
     end
-    if s.type then
+    if type(s.type) == "string" then
       out[k] = check_field(spec, key, v, s)
     else
       if type(v) ~= "table" then bad(spec, key, "expected a table of fields, got %s", util.serialize(v)) end
@@ -186,15 +281,71 @@ local function validate(spec, fields, schema, prefix, out)
   end
 end
 
-local function fill_defaults(schema, out)
+-- A family is a set of defaults over the same schema: a spec names only what differs from its
+-- family (the GPT-2 ablations differ from gpt2 in one field each).
+local FAMILY = {
+  gpt2 = {},
+  -- seed 002: pre-RMSNorm, SwiGLU, RoPE, tied embeddings, no biases, 2 SWA + 1 MLA per cycle
+  swamla = { model = { norm = "rmsnorm", mlp = "swiglu", position = "rope", attn_bias = false, proj_bias = false,
+    mlp_bias = false, swa_layers_per_cycle = 2, mla_layers_per_cycle = 1, ln_eps = 1e-6 } },
+  -- Llama/Qwen2-style blocks: RMSNorm, SwiGLU, RoPE (half-split), no biases, untied head
+  llama = { model = { norm = "rmsnorm", mlp = "swiglu", position = "rope", attn_bias = false, proj_bias = false,
+    mlp_bias = false, tie_embeddings = false, ln_eps = 1e-6 } },
+}
+
+local function fill_defaults(schema, out, fam)
   for k, s in pairs(schema) do
     if s.type then
-      if out[k] == nil then out[k] = s.default end
+      if out[k] == nil then
+        if fam and fam[k] ~= nil then out[k] = fam[k] else out[k] = s.default end
+      end
     else
       out[k] = out[k] or {}
-      fill_defaults(s, out[k])
+      fill_defaults(s, out[k], fam and fam[k])
     end
   end
+end
+
+-- The attention of every layer after the pattern, cycles and overrides: a list (0-based layer l at
+-- index l + 1) of { attention = "full"|"swa"|"mla", window, sink, kv_lora_rank, q_lora_rank }.
+local function layer_plan(spec, m)
+  local layers = {}
+  local s, c = m.swa_layers_per_cycle, m.mla_layers_per_cycle
+  for l = 0, m.n_layer - 1 do
+    local kind = m.attention == "mla" and "mla" or "full"
+    if #m.layer_pattern > 0 then
+      kind = m.layer_pattern[l % #m.layer_pattern + 1]
+    elseif s + c > 0 then
+      kind = (l % (s + c) < s) and "swa" or "mla"
+    end
+    local L = { attention = kind, window = m.swa_window, sink = m.swa_sink,
+      kv_lora_rank = m.mla.kv_lora_rank, q_lora_rank = m.mla.q_lora_rank }
+    for k, v in pairs(m.layer_overrides[l] or {}) do L[k] = v end
+    layers[l + 1] = L
+  end
+  for l in pairs(m.layer_overrides) do
+    if l < 0 or l >= m.n_layer then
+      bad(spec, "model.layer_overrides." .. l, "layer index %d outside 0..%d", l, m.n_layer - 1)
+    end
+  end
+  for l, L in ipairs(layers) do
+    local key = m.layer_overrides[l - 1] and ("model.layer_overrides." .. (l - 1)) or nil
+    if L.attention == "swa" then
+      if L.window <= 0 then bad(spec, key and key .. ".window" or "model.swa_window", "window must be at least 1, got %d", L.window) end
+      if L.sink < 0 then bad(spec, key and key .. ".sink" or "model.swa_sink", "sink must not be negative, got %d", L.sink) end
+      if L.sink > m.seq_len then
+        bad(spec, key and key .. ".sink" or "model.swa_sink", "sink %d exceeds the sequence length %d", L.sink, m.seq_len)
+      end
+    elseif L.attention == "mla" then
+      if L.kv_lora_rank < 8 or L.kv_lora_rank % 8 ~= 0 then
+        bad(spec, key and key .. ".kv_lora_rank" or "model.mla.kv_lora_rank", "must be a positive multiple of 8, got %d", L.kv_lora_rank)
+      end
+      if L.q_lora_rank < 0 or L.q_lora_rank % 8 ~= 0 then
+        bad(spec, key and key .. ".q_lora_rank" or "model.mla.q_lora_rank", "must be 0 or a positive multiple of 8, got %d", L.q_lora_rank)
+      end
+    end
+  end
+  return layers
 end
 
 -- Pass `config`.
@@ -224,7 +375,7 @@ function M.resolve(spec, sets)
 
   local cfg = {}
   validate(spec, fields, SCHEMA, "", cfg)
-  fill_defaults(SCHEMA, cfg)
+  fill_defaults(SCHEMA, cfg, FAMILY[cfg.family or "gpt2"])
   if cfg.name == nil then
     cfg.name = spec.path:match("([^/]+)%.lua$") or "model"
   end
@@ -235,10 +386,42 @@ function M.resolve(spec, sets)
     bad(spec, "model.n_head", "must divide model.d_model (%d), got %d", m.d_model, m.n_head)
   end
   local hd = m.d_model // m.n_head
-  if hd ~= 16 and hd ~= 32 and hd ~= 64 and hd ~= 128 then
-    bad(spec, "model.n_head", "head dim d_model/n_head = %d; the attention kernels support 16, 32, 64, 128", hd)
+  if hd % 16 ~= 0 or hd > 128 then
+    bad(spec, "model.n_head", "head dim d_model/n_head = %d; the attention kernels support multiples of 16 up to 128", hd)
   end
   if m.d_model % 8 ~= 0 then bad(spec, "model.d_model", "must be a multiple of 8 (16-byte vector loads), got %d", m.d_model) end
+  -- key/value heads: mha uses n_head, mqa one, gqa a divisor of n_head that the spec must name
+  local hkv = m.n_kv_head
+  if m.attention == "mqa" then
+    if hkv ~= 0 and hkv ~= 1 then bad(spec, "model.n_kv_head", "multi-query attention has 1 kv head, got %d", hkv) end
+    hkv = 1
+  elseif m.attention == "gqa" then
+    if hkv == 0 then bad(spec, "model.n_kv_head", "grouped-query attention needs n_kv_head (a divisor of n_head = %d)", m.n_head) end
+  elseif hkv == 0 then
+    hkv = m.n_head
+  end
+  if m.n_head % hkv ~= 0 then bad(spec, "model.n_kv_head", "must divide model.n_head (%d), got %d", m.n_head, hkv) end
+  if m.attention == "mha" and hkv ~= m.n_head then
+    bad(spec, "model.n_kv_head", "multi-head attention uses n_head kv heads (%d); use attention = \"gqa\" for %d", m.n_head, hkv)
+  end
+  if m.position == "rope" and hd % 2 ~= 0 then bad(spec, "model.n_head", "RoPE needs an even head dim, got %d", hd) end
+  local mla = m.mla
+  local dqk, dv = mla.qk_nope_head_dim + mla.qk_rope_head_dim, mla.v_head_dim
+  local ok_dqk = { [16] = true, [32] = true, [64] = true, [128] = true, [192] = true }
+  local ok_dv = { [16] = true, [32] = true, [64] = true, [128] = true }
+  local layers = layer_plan(spec, m)
+  local any_mla = false
+  for _, L in ipairs(layers) do any_mla = any_mla or L.attention == "mla" end
+  if any_mla then
+    if mla.qk_rope_head_dim <= 0 or mla.qk_rope_head_dim % 2 ~= 0 then
+      bad(spec, "model.mla.qk_rope_head_dim", "must be a positive even number, got %d", mla.qk_rope_head_dim)
+    end
+    if mla.qk_nope_head_dim < 0 then bad(spec, "model.mla.qk_nope_head_dim", "must not be negative, got %d", mla.qk_nope_head_dim) end
+    if not ok_dqk[dqk] then
+      bad(spec, "model.mla.qk_nope_head_dim", "qk_nope_head_dim + qk_rope_head_dim = %d; the attention kernels support 16, 32, 64, 128, 192", dqk)
+    end
+    if not ok_dv[dv] then bad(spec, "model.mla.v_head_dim", "must be 16, 32, 64 or 128, got %d", dv) end
+  end
   if t.min_lr > t.lr then bad(spec, "train.min_lr", "must not exceed train.lr (%g), got %g", t.lr, t.min_lr) end
   if m.vocab_size > 2 ^ 31 - 1 then bad(spec, "model.vocab_size", "too large") end
 
@@ -248,6 +431,9 @@ function M.resolve(spec, sets)
   cfg.derived = {
     vocab_padded = util.round_up(m.vocab_size, 128),
     head_dim = hd,
+    n_kv_head = hkv,
+    mlp_hidden = m.mlp_hidden > 0 and m.mlp_hidden or 4 * m.d_model,
+    layers = layers,
     tokens_per_micro = t.batch_size * m.seq_len,
     tokens_per_step = t.batch_size * m.seq_len * t.grad_accum,
   }

@@ -12,9 +12,11 @@ local fuse = require "fuse"
 local memplan = require "memplan"
 local emit = require "emit"
 local compile = require "compile"
+local sweep = require "sweep"
 
 local USAGE = [[
 usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90] [--dump STAGE] [--no-fuse] [-v]
+       gen --sweep SWEEP.lua [-o DIR] [--set key=value]... [--no-compile] [-v]
 
   SPEC            a model spec (Lua), e.g. specs/gpt2_124m.lua
   -o DIR          output directory (default out/); replaced atomically
@@ -23,7 +25,11 @@ usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90] [--dump STAGE] [--n
   --dump STAGE    print one stage and stop: spec config graph backward fusion memory emit
   --no-fuse       skip the fusion pass (debugging: every op runs as its own kernel)
   --no-compile    write model.cu and the plan but skip NVRTC (no model.ptx)
-  -v              print the time of each stage]]
+  --no-cache      run NVRTC even when the compile cache has this program (and do not store it);
+                  the cache is $MOONFORGE_CACHE (default ~/.cache/moonforge/nvrtc; "off" disables)
+  --sweep FILE    one program per point of a sweep (specs/sweeps/*.lua) into DIR/<sweep>/<point>/,
+                  plus DIR/<sweep>/sweep.json; --set applies to every point (see README "Sweeps")
+  -v              print the time of each stage and whether NVRTC's output came from the cache]]
 
 local PASSES = {
   { "spec",     function(s, o) return config.load(o.spec) end },
@@ -54,13 +60,17 @@ local function parse_args(argv)
     elseif a == "--dump" then o.dump = value(a)
     elseif a == "--no-fuse" then o.nofuse = true
     elseif a == "--no-compile" then o.nocompile = true
+    elseif a == "--no-cache" then o.nocache = true
+    elseif a == "--sweep" then o.sweep = value(a)
     elseif a == "-v" then o.verbose = true
     elseif a:sub(1, 1) == "-" then util.fail(2, "gen: unknown option %s\n%s", a, USAGE)
     elseif o.spec then util.fail(2, "gen: more than one spec given (%s and %s)", o.spec, a)
     else o.spec = a end
     i = i + 1
   end
-  if not o.spec then util.fail(2, "%s", USAGE) end
+  if o.sweep and o.spec then util.fail(2, "gen: give either a spec (%s) or --sweep %s, not both", o.spec, o.sweep) end
+  if o.sweep and o.dump then util.fail(2, "gen: --dump works on one spec, not with --sweep") end
+  if not o.spec and not o.sweep then util.fail(2, "%s", USAGE) end
   if not o.arch:match("^sm_%d+a?$") then util.fail(2, "gen: --arch %s: expected sm_NN (e.g. sm_90)", o.arch) end
   if o.dump then
     local known = false
@@ -71,15 +81,27 @@ local function parse_args(argv)
   return o
 end
 
-local o = parse_args(arg)
-local stage
-for _, p in ipairs(PASSES) do
-  local t0 = mf.clock()
-  stage = p[2](stage, o)
-  if o.verbose then io.stderr:write(string.format("gen: %-8s %7.1f ms\n", p[1], (mf.clock() - t0) * 1e3)) end
-  if o.dump == p[1] then
-    io.write(util.dump(stage, p[1]))
-    return 0
+-- Run the passes for options `o` (o.spec, o.sets, ...) up to and including stage `last`; returns
+-- that stage's table. With o.dump, prints the dumped stage and returns nil.
+local function pipeline(o, last)
+  local stage
+  for _, p in ipairs(PASSES) do
+    local t0 = mf.clock()
+    stage = p[2](stage, o)
+    if o.verbose then io.stderr:write(string.format("gen: %-8s %7.1f ms\n", p[1], (mf.clock() - t0) * 1e3)) end
+    if o.dump == p[1] then
+      io.write(util.dump(stage, p[1]))
+      return nil
+    end
+    if p[1] == last then break end
   end
+  return stage
+end
+
+local o = parse_args(arg)
+if o.sweep then
+  sweep.run(o, pipeline)
+else
+  pipeline(o, "compile")
 end
 return 0

@@ -17,7 +17,8 @@ local function load_descriptors(home)
       local path = home .. "/templates/" .. f
       local src = assert(mf.read(path))
       local chunk = assert(load(src, "@templates/" .. f, "t", { math = math, string = string, table = table,
-        assert = assert, error = error, ipairs = ipairs, pairs = pairs, tostring = tostring }))
+        assert = assert, error = error, ipairs = ipairs, pairs = pairs, tostring = tostring, tonumber = tonumber,
+        type = type }))
       local d = chunk()
       for kind, k in pairs(d.kernels) do
         assert(not kinds[kind], "op kind " .. kind .. " described twice (templates/" .. f .. ")")
@@ -51,6 +52,14 @@ local function ref_string(g, pidx, name)
   return name -- inputs and specials are named
 end
 
+-- A descriptor's tparams, consts or args: a list, or a function of the op's attrs returning one
+-- (attention_gen.lua: the dropout instantiation of attn takes one more of each).
+local function dfield(d, key, attrs)
+  local v = d[key]
+  if type(v) == "function" then v = v(attrs) end
+  return v
+end
+
 -- Order an op's refs as its kernel's arguments (matmul: a b c bias aux).
 local MATMUL_ROLES = { "a", "b", "c", "bias", "aux" }
 local function ordered_refs(op, desc)
@@ -58,7 +67,7 @@ local function ordered_refs(op, desc)
   for _, r in ipairs(op.refs) do by[r.role] = r end
   local out = {}
   if desc then
-    for _, a in ipairs(desc.args) do
+    for _, a in ipairs(dfield(desc, "args", op.attrs)) do
       local r = by[a[1]]
       if not r then error(string.format("op %s (%s): kernel argument %s has no ref", op.name, op.kind, a[1])) end
       out[#out + 1] = r
@@ -87,12 +96,12 @@ function M.run(g, opts)
       local d = kinds[op.kind]
       if not d then error("no kernel template describes op kind " .. op.kind .. " (templates/*.lua)") end
       local tvals, cvals = {}, {}
-      for _, k in ipairs(d.tparams or {}) do
+      for _, k in ipairs(dfield(d, "tparams", op.attrs) or {}) do
         local v = op.attrs[k]
         assert(v, op.kind .. ": missing attr " .. k)
         tvals[#tvals + 1] = fmt_attr(v)
       end
-      for _, k in ipairs(d.consts or {}) do
+      for _, k in ipairs(dfield(d, "consts", op.attrs) or {}) do
         local v = op.attrs[k]
         assert(v, op.kind .. ": missing attr " .. k)
         cvals[#cvals + 1] = cfloat(v)
@@ -105,7 +114,8 @@ function M.run(g, opts)
         while names[name] do k = k + 1; name = base .. "_v" .. k end
         names[name] = true
         local L = d.launch(op.attrs)
-        w = { name = name, desc = d, tvals = tvals, cvals = cvals, launch = L, first = op }
+        w = { name = name, desc = d, tvals = tvals, cvals = cvals, launch = L, first = op,
+              args = dfield(d, "args", op.attrs) }
         by_sig[sig] = w
         wrappers[#wrappers + 1] = w
         used_files[d.file] = true
@@ -135,7 +145,7 @@ function M.run(g, opts)
   for _, w in ipairs(wrappers) do
     local d, L = w.desc, w.launch
     local params, args = {}, {}
-    for _, a in ipairs(d.args) do
+    for _, a in ipairs(w.args) do
       params[#params + 1] = a[2] .. " " .. a[1]
       args[#args + 1] = a[1]
     end
@@ -144,8 +154,10 @@ function M.run(g, opts)
     for _, k in ipairs(util.sorted_keys(w.first.attrs)) do attrs[#attrs + 1] = k .. "=" .. fmt_attr(w.first.attrs[k]) end
     local threads = L.block[1] * (L.block[2] or 1) * (L.block[3] or 1)
     body[#body + 1] = string.format("// %s (%s)  templates/%s\n" ..
-      "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s) {\n  %s%s(%s);\n}\n",
-      w.first.kind, table.concat(attrs, " "), d.file, threads, w.name, table.concat(params, ", "),
+      "extern \"C\" __global__ void __launch_bounds__(%s) %s(%s) {\n  %s%s(%s);\n}\n",
+      w.first.kind, table.concat(attrs, " "), d.file,
+      -- a descriptor may ask for a minimum number of resident blocks (it caps registers per thread)
+      L.min_blocks and (threads .. ", " .. L.min_blocks) or tostring(threads), w.name, table.concat(params, ", "),
       d.fn, #w.tvals > 0 and ("<" .. table.concat(w.tvals, ", ") .. ">") or "", table.concat(args, ", "))
   end
   local pre = table.concat(cu, "\n")
@@ -171,7 +183,8 @@ function M.run(g, opts)
   for i, p in ipairs(g.params) do
     local dd = {}
     for j, v in ipairs(p.shape) do dd[j] = tostring(v) end
-    line("param", i - 1, p.name, p.numel, p.offset, p.decay and 1 or 0, p.init, fmt_attr(p.std), #p.shape, table.concat(dd, " "))
+    line("param", i - 1, p.name, p.numel, p.offset, p.decay and 1 or 0, p.init, fmt_attr(p.std), #p.shape, table.concat(dd, " "),
+      p.frozen and "frozen" or nil)
   end
   line("arena", "params", g.param_elems)
   for _, b in ipairs(g.buffers) do
@@ -200,7 +213,8 @@ function M.run(g, opts)
   -- 4. config.json: the resolved config and the parameter table, for references and tools
   local params = {}
   for i, p in ipairs(g.params) do
-    params[i] = { name = p.name, shape = p.shape, decay = p.decay, init = p.init, std = p.std, offset = p.offset }
+    params[i] = { name = p.name, shape = p.shape, decay = p.decay, init = p.init, std = p.std, offset = p.offset,
+      frozen = p.frozen }
   end
   local conf = {
     name = cfg.name, family = cfg.family, spec = cfg.spec_path, overrides = cfg.overrides,

@@ -6,7 +6,7 @@
 --
 --   gelu_epilogue   matmul(+bias) → gelu          ⇒ matmul epi=gelu_bias (pre-activation kept as aux)
 --   dgelu_epilogue  matmul(dX)    → gelu_bwd       ⇒ matmul epi=dgelu (reads aux)
---   add_layernorm   add           → layernorm      ⇒ add_layernorm (one pass over the residual)
+--   add_norm        add           → layer/rms/dyt   ⇒ add_<norm> (one pass over the residual)
 --   xent_inplace    xent          + xent_bwd       ⇒ xent grad=1, dlogits written over the logits
 local IR = require "ir"
 local M = {}
@@ -80,21 +80,28 @@ RULES[#RULES + 1] = { name = "dgelu_epilogue", run = function(g)
   remove(g, dead)
 end }
 
-RULES[#RULES + 1] = { name = "add_layernorm", run = function(g)
+-- The refs of the fused add+norm kinds (docs/ir.md, docs/ir_decoder.md): the add's a, b, then the
+-- norm's parameters (its `b` renamed `bias`), then sum and the norm's outputs.
+local ADD_NORM = {
+  layernorm = { kind = "add_layernorm", params = { "w", "b" }, outs = { "out", "mean", "rstd" } },
+  rmsnorm = { kind = "add_rmsnorm", params = { "w" }, outs = { "out", "rstd" } },
+  dyt = { kind = "add_dyt", params = { "alpha", "w", "b" }, outs = { "out" } },
+}
+
+RULES[#RULES + 1] = { name = "add_norm", run = function(g)
   local dead = {}
   for i, ln in ipairs(g.ops) do
-    if ln.kind == "layernorm" then
+    local f = ADD_NORM[ln.kind]
+    if f then
       local s = IR.ref(ln, "x")
       local add = producer(g, s)
       -- the add must come right before (nothing in between may read the sum)
       if add and add.kind == "add" and add.phase == ln.phase and g.ops[i - 1] == add then
-        ln.kind = "add_layernorm"
-        local refs = {
-          { role = "a", tensor = IR.ref(add, "a") }, { role = "b", tensor = IR.ref(add, "b") },
-          { role = "w", tensor = IR.ref(ln, "w") }, { role = "bias", tensor = IR.ref(ln, "b") },
-          { role = "sum", tensor = s, out = true }, { role = "out", tensor = IR.ref(ln, "out"), out = true },
-          { role = "mean", tensor = IR.ref(ln, "mean"), out = true }, { role = "rstd", tensor = IR.ref(ln, "rstd"), out = true },
-        }
+        ln.kind = f.kind
+        local refs = { { role = "a", tensor = IR.ref(add, "a") }, { role = "b", tensor = IR.ref(add, "b") } }
+        for _, r in ipairs(f.params) do refs[#refs + 1] = { role = r == "b" and "bias" or r, tensor = IR.ref(ln, r) } end
+        refs[#refs + 1] = { role = "sum", tensor = s, out = true }
+        for _, r in ipairs(f.outs) do refs[#refs + 1] = { role = r, tensor = IR.ref(ln, r), out = true } end
         ln.refs = refs
         ln.name = add.name .. "+" .. ln.name
         dead[add] = true

@@ -1,12 +1,15 @@
 -- gen/graph.lua — pass `graph`: config → forward op graph with static shapes.
 --
--- One builder per family. The forward graph names every intermediate; the backward pass is
--- derived from it (autodiff.lua), never written by hand per model.
+-- One builder covers every family (gpt2, swamla, llama): pre-norm residual blocks
+--   x = x + drop(proj(attn(norm_1(x))));  x = x + drop(mlp(norm_2(x)))
+-- then the final norm and the (tied or separate) LM head. Each axis of the vocabulary — attention
+-- kind per layer, positions, norm, MLP, dropout — picks which ops a block is made of. The backward
+-- pass is derived from this graph (autodiff.lua), never written by hand per model.
+--
+-- The builders take the phase their ops belong to: the training forward ("fwd") and the one-token
+-- decode program ("dec") are the same blocks over different row counts and names.
 local IR = require "ir"
 local M = {}
-
--- The builders take the phase their ops belong to: the training forward ("fwd") and the
--- one-token decode program ("dec") are the same blocks over different row counts and names.
 
 -- Y[N, out] = X[N, in] · Wᵀ (+ b)   — W stored [out, in]
 local function linear(g, ph, pfx, name, x, n, din, dout, bias, init_std)
@@ -23,15 +26,26 @@ local function linear(g, ph, pfx, name, x, n, din, dout, bias, init_std)
   return y
 end
 
-local function layernorm(g, ph, pfx, name, x, n, c, eps)
-  local w = g:param(name .. ".weight", { c }, "ones", 0, false)
-  local b = g:param(name .. ".bias", { c }, "zeros", 0, false)
+-- norm_kind: layernorm (w, b), rmsnorm (w), dyt (alpha, w, b: w·tanh(α·x) + b)
+local function norm(g, ph, pfx, name, kind, x, n, c, eps, alpha0)
   local out = g:tensor(pfx .. name .. ".out", { n, c }, "bf16")
-  local mean = g:tensor(pfx .. name .. ".mean", { n }, "f32")
-  local rstd = g:tensor(pfx .. name .. ".rstd", { n }, "f32")
-  g:op("layernorm", ph, pfx .. name, {
-    { "x", x }, { "w", w }, { "b", b }, { "out", out, out = true }, { "mean", mean, out = true }, { "rstd", rstd, out = true },
-  }, { N = n, C = c, eps = eps })
+  local w = g:param(name .. ".weight", { c }, "ones", 0, false)
+  if kind == "layernorm" then
+    local b = g:param(name .. ".bias", { c }, "zeros", 0, false)
+    g:op("layernorm", ph, pfx .. name, { { "x", x }, { "w", w }, { "b", b }, { "out", out, out = true },
+      { "mean", g:tensor(pfx .. name .. ".mean", { n }, "f32"), out = true },
+      { "rstd", g:tensor(pfx .. name .. ".rstd", { n }, "f32"), out = true } }, { N = n, C = c, eps = eps })
+  elseif kind == "rmsnorm" then
+    g:op("rmsnorm", ph, pfx .. name, { { "x", x }, { "w", w }, { "out", out, out = true },
+      { "rstd", g:tensor(pfx .. name .. ".rstd", { n }, "f32"), out = true } }, { N = n, C = c, eps = eps })
+  elseif kind == "dyt" then
+    local b = g:param(name .. ".bias", { c }, "zeros", 0, false)
+    local alpha = g:param(name .. ".alpha", { 1 }, "fill", alpha0, false)
+    g:op("dyt", ph, pfx .. name, { { "x", x }, { "alpha", alpha }, { "w", w }, { "b", b }, { "out", out, out = true } },
+      { N = n, C = c })
+  else
+    error("unknown norm " .. tostring(kind))
+  end
   return out
 end
 
@@ -41,57 +55,180 @@ local function add(g, ph, pfx, name, a, b, n, c)
   return out
 end
 
--- The GPT-2 trunk: L pre-LayerNorm blocks (attention via `attend`), the final norm, the tied head.
--- Returns the logits [n, Vp].
-local function gpt2_trunk(g, cfg, ph, pfx, x, n, attend)
+-- Dropout (training forward only): a fresh stream id per op keeps the masks independent.
+local function dropout(g, ph, pfx, name, x, n, c, p)
+  if ph ~= "fwd" or p == 0 then return x end
+  g.streams = (g.streams or 0) + 1
+  local out = g:tensor(pfx .. name, { n, c }, "bf16")
+  g:op("dropout", ph, pfx .. name, { { "x", x }, { "dropctr", "dropctr" }, { "out", out, out = true } },
+    { n = n * c, p = p, stream = g.streams })
+  return out
+end
+
+local ACT = { gelu = "gelu", relu = "relu", silu = "silu" }
+local GLU = { geglu = 0, swiglu = 1 } -- glu act attr: 0 gelu (tanh form), 1 silu
+
+local function mlp(g, cfg, ph, pfx, p, x, n, proj_std)
+  local m, D, F = cfg.model, cfg.model.d_model, cfg.derived.mlp_hidden
+  local h
+  if ACT[m.mlp] then
+    local fc = linear(g, ph, pfx, p .. ".mlp.c_fc", x, n, D, F, m.mlp_bias, 0.02)
+    h = g:tensor(pfx .. p .. ".mlp." .. m.mlp, { n, F }, "bf16")
+    g:op(ACT[m.mlp], ph, pfx .. p .. ".mlp." .. m.mlp, { { "x", fc }, { "out", h, out = true } }, { n = n * F })
+  else
+    local fc = linear(g, ph, pfx, p .. ".mlp.c_fc", x, n, D, 2 * F, m.mlp_bias, 0.02) -- rows [gate; up]
+    h = g:tensor(pfx .. p .. ".mlp." .. m.mlp, { n, F }, "bf16")
+    g:op("glu", ph, pfx .. p .. ".mlp." .. m.mlp, { { "x", fc }, { "out", h, out = true } },
+      { N = n, F = F, act = GLU[m.mlp] })
+  end
+  h = dropout(g, ph, pfx, p .. ".mlp.drop", h, n, F, m.dropout.mlp)
+  return linear(g, ph, pfx, p .. ".mlp.c_proj", h, n, F, D, m.mlp_bias, proj_std)
+end
+
+local ROPE = { half = 1, adjacent = 2 }
+
+-- The generalised attention op over q, k, v given with their layouts (docs/ir.md, `attn`).
+local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T)
+  local m = cfg.model
+  local out = g:tensor(name .. ".out", { n, lay.H * lay.DV }, "bf16")
+  local lse = g:tensor(name .. ".lse", { B, lay.H, T }, "f32")
+  local refs = { { "q", q }, { "k", k }, { "v", v }, { "out", out, out = true }, { "lse", lse, out = true } }
+  local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = m.rope_base, dropout = 0, stream = 0 }
+  for key, val in pairs(lay) do a[key] = val end
+  if m.dropout.attn > 0 and ph == "fwd" then
+    g.streams = (g.streams or 0) + 1
+    a.dropout, a.stream = m.dropout.attn, g.streams
+    refs[#refs + 1] = { "dropctr", "dropctr" }
+  end
+  g:op("attn", ph, name, refs, a)
+  return out
+end
+
+-- One layer's attention, before the output projection: returns [n, H·dv] and dv.
+local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
+  local m, dv = cfg.model, cfg.derived
+  local D, H, Hkv, d = m.d_model, m.n_head, dv.n_kv_head, dv.head_dim
+  local L = dv.layers[l + 1]
+  if L.attention == "mla" then
+    local mla = m.mla
+    local dn, dr, dvh, r, rq = mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim, L.kv_lora_rank, L.q_lora_rank
+    local q
+    if rq == 0 then
+      q = linear(g, ph, pfx, p .. ".attn.q_proj", x, n, D, H * (dn + dr), false, 0.02)
+    else
+      local qa = linear(g, ph, pfx, p .. ".attn.q_a_proj", x, n, D, rq, false, 0.02)
+      local qan = norm(g, ph, pfx, p .. ".attn.q_a_norm", "rmsnorm", qa, n, rq, mla.latent_eps)
+      q = linear(g, ph, pfx, p .. ".attn.q_b_proj", qan, n, rq, H * (dn + dr), false, 0.02)
+    end
+    local c = linear(g, ph, pfx, p .. ".attn.kv_a_c", x, n, D, r, false, 0.02)
+    local kr = linear(g, ph, pfx, p .. ".attn.kv_a_r", x, n, D, dr, false, 0.02)
+    local cn = norm(g, ph, pfx, p .. ".attn.kv_a_norm", mla.latent_norm, c, n, r, mla.latent_eps)
+    local knope = linear(g, ph, pfx, p .. ".attn.kv_b_k", cn, n, r, H * dn, false, 0.02)
+    local v = linear(g, ph, pfx, p .. ".attn.kv_b_v", cn, n, r, H * dvh, false, 0.02)
+    local k = g:tensor(pfx .. p .. ".attn.k", { n, H * (dn + dr) }, "bf16")
+    g:op("mla_k", ph, pfx .. p .. ".attn.k", { { "knope", knope }, { "krope", kr }, { "k", k, out = true } },
+      { N = n, H = H, dn = dn, dr = dr })
+    local w = dn + dr
+    local lay = { H = H, HKV = H, DQK = w, DV = dvh, LDQ = H * w, LDK = H * w, LDV = H * dvh, QOFF = 0, KOFF = 0, VOFF = 0,
+      QHS = w, KHS = w, VHS = dvh, WINDOW = 0, SINK = 0, ALIBI = 0, ROPE = ROPE[mla.rope_layout], ROPE_DIM = dr }
+    return attn_op(g, cfg, ph, pfx .. p .. ".attn", q, k, v, lay, n, B, T), dvh
+  end
+  local width = (H + 2 * Hkv) * d
+  local qkv = linear(g, ph, pfx, p .. ".attn.c_attn", x, n, D, width, m.attn_bias, 0.02)
+  local plain = L.attention == "full" and Hkv == H and (m.position == "learned" or m.position == "sinusoidal"
+    or m.position == "none") and (m.dropout.attn == 0 or ph ~= "fwd") and (d == 16 or d == 32 or d == 64 or d == 128)
+  if plain and ph == "fwd" then
+    -- the GPT-2 case keeps its dedicated kernels (docs/ir.md `attention`)
+    local att = g:tensor(p .. ".attn.out", { n, D }, "bf16")
+    local lse = g:tensor(p .. ".attn.lse", { B, H, T }, "f32")
+    g:op("attention", ph, p .. ".attn", { { "qkv", qkv }, { "out", att, out = true }, { "lse", lse, out = true } },
+      { B = B, T = T, H = H, d = d })
+    return att, d
+  elseif plain and ph == "dec" then
+    local kc = g:tensor(pfx .. p .. ".kcache", { B, T, D }, "bf16")
+    local vc = g:tensor(pfx .. p .. ".vcache", { B, T, D }, "bf16")
+    g.tensors[kc].keep, g.tensors[vc].keep = "dec", "dec" -- live across decode steps
+    local att = g:tensor(pfx .. p .. ".attn.out", { B, D }, "bf16")
+    g:op("attention_decode", ph, pfx .. p .. ".attn", { { "qkv", qkv }, { "pos", "dpos" },
+      { "kcache", kc, out = true }, { "vcache", vc, out = true }, { "out", att, out = true } }, { B = B, T = T, H = H, d = d })
+    return att, d
+  end
+  local swa = L.attention == "swa"
+  local lay = { H = H, HKV = Hkv, DQK = d, DV = d, LDQ = width, LDK = width, LDV = width,
+    QOFF = 0, KOFF = H * d, VOFF = (H + Hkv) * d, QHS = d, KHS = d, VHS = d,
+    WINDOW = swa and L.window or 0, SINK = swa and L.sink or 0, ALIBI = m.position == "alibi" and 1 or 0,
+    ROPE = m.position == "rope" and ROPE[m.rope_layout] or 0, ROPE_DIM = d }
+  return attn_op(g, cfg, ph, pfx .. p .. ".attn", qkv, qkv, qkv, lay, n, B, T), d
+end
+
+-- The trunk: L blocks, the final norm, the head. Returns the logits [n, Vp].
+local function trunk(g, cfg, ph, pfx, x, n, B, T)
   local m = cfg.model
   local D, L, Vp = m.d_model, m.n_layer, cfg.derived.vocab_padded
   local proj_std = 0.02 / math.sqrt(2 * L) -- GPT-2: residual projections scaled by 1/√(2L)
   for l = 0, L - 1 do
     local p = "h." .. l
-    local h1 = layernorm(g, ph, pfx, p .. ".ln_1", x, n, D, m.ln_eps)
-    local qkv = linear(g, ph, pfx, p .. ".attn.c_attn", h1, n, D, 3 * D, true, 0.02)
-    local att = attend(l, p, qkv)
-    local proj = linear(g, ph, pfx, p .. ".attn.c_proj", att, n, D, D, true, proj_std)
+    local h1 = norm(g, ph, pfx, p .. ".ln_1", m.norm, x, n, D, m.ln_eps, m.dyt_alpha)
+    local att, dvh = attention(g, cfg, ph, pfx, l, p, h1, n, B, T)
+    local proj = linear(g, ph, pfx, p .. ".attn.c_proj", att, n, m.n_head * dvh, D, m.proj_bias, proj_std)
+    proj = dropout(g, ph, pfx, p .. ".attn.drop", proj, n, D, m.dropout.resid)
     x = add(g, ph, pfx, p .. ".res_1", x, proj, n, D)
-    local h2 = layernorm(g, ph, pfx, p .. ".ln_2", x, n, D, m.ln_eps)
-    local fc = linear(g, ph, pfx, p .. ".mlp.c_fc", h2, n, D, 4 * D, true, 0.02)
-    local act = g:tensor(pfx .. p .. ".mlp.gelu", { n, 4 * D }, "bf16")
-    g:op("gelu", ph, pfx .. p .. ".mlp.gelu", { { "x", fc }, { "out", act, out = true } }, { n = n * 4 * D })
-    local mlp = linear(g, ph, pfx, p .. ".mlp.c_proj", act, n, 4 * D, D, true, proj_std)
-    x = add(g, ph, pfx, p .. ".res_2", x, mlp, n, D)
+    local h2 = norm(g, ph, pfx, p .. ".ln_2", m.norm, x, n, D, m.ln_eps, m.dyt_alpha)
+    local y = mlp(g, cfg, ph, pfx, p, h2, n, proj_std)
+    y = dropout(g, ph, pfx, p .. ".mlp.resid_drop", y, n, D, m.dropout.resid)
+    x = add(g, ph, pfx, p .. ".res_2", x, y, n, D)
   end
-  local hf = layernorm(g, ph, pfx, "ln_f", x, n, D, m.ln_eps)
-  -- tied head: logits = ln_f(x) · wteᵀ over the padded vocabulary
+  local hf = norm(g, ph, pfx, "ln_f", m.norm, x, n, D, m.ln_eps, m.dyt_alpha)
+  local head = "param:wte.weight"
+  if not m.tie_embeddings then head = g:param("lm_head.weight", { Vp, D }, "normal", 0.02, true) end
   local logits = g:tensor(pfx .. "lm_head.logits", { n, Vp }, "bf16")
-  g:op("matmul", ph, pfx .. "lm_head", { { "a", hf }, { "b", "param:wte.weight" }, { "c", logits, out = true } },
+  g:op("matmul", ph, pfx .. "lm_head", { { "a", hf }, { "b", head }, { "c", logits, out = true } },
     { M = n, N = Vp, K = D, ta = 0, tb = 1, beta = 0, epi = 0 })
   return logits
 end
 
--- GPT-2: learned positions, pre-LayerNorm blocks, causal MHA, GELU-tanh MLP, tied head.
-function M.gpt2(cfg)
+local function embed(g, cfg, ph, pfx, tokens, n, pos)
+  local m, D, T = cfg.model, cfg.model.d_model, cfg.model.seq_len
+  local wte = g:param("wte.weight", { cfg.derived.vocab_padded, D }, "normal", 0.02, false)
+  local wpe
+  if m.position == "learned" then wpe = g:param("wpe.weight", { T, D }, "normal", 0.02, false)
+  elseif m.position == "sinusoidal" then wpe = g:param("wpe.weight", { T, D }, "sinusoidal", 0, false, true) end
+  local x = g:tensor(pfx .. "embed.out", { n, D }, "bf16")
+  if pos then
+    g:op("embed_pos", ph, pfx .. "embed", { { "tokens", tokens }, { "pos", pos }, { "wte", wte }, { "wpe", wpe },
+      { "out", x, out = true } }, { N = n, T = T, D = D })
+  elseif wpe then
+    g:op("embed", ph, pfx .. "embed", { { "tokens", tokens }, { "wte", wte }, { "wpe", wpe }, { "out", x, out = true } },
+      { N = n, T = T, D = D })
+  else
+    g:op("embed_tok", ph, pfx .. "embed", { { "tokens", tokens }, { "wte", wte }, { "out", x, out = true } }, { N = n, D = D })
+  end
+  return x
+end
+
+-- Whether the one-token decode program can express this model (attention_decode covers full
+-- multi-head attention with absolute positions; the other variants sample after they grow one).
+local function decodable(cfg)
+  local m = cfg.model
+  if m.position ~= "learned" and m.position ~= "sinusoidal" then return false end
+  if cfg.derived.n_kv_head ~= m.n_head or (cfg.derived.head_dim & (cfg.derived.head_dim - 1)) ~= 0 then return false end
+  for _, L in ipairs(cfg.derived.layers) do if L.attention ~= "full" then return false end end
+  return true
+end
+
+function M.decoder(cfg)
   local m, tr, dv = cfg.model, cfg.train, cfg.derived
   local g = IR.new(cfg)
-  local B, T, D, L, H = tr.batch_size, m.seq_len, m.d_model, m.n_layer, m.n_head
-  local N, V, Vp, d = B * T, m.vocab_size, dv.vocab_padded, dv.head_dim
+  local B, T, D, L = tr.batch_size, m.seq_len, m.d_model, m.n_layer
+  local N, V, Vp = B * T, m.vocab_size, dv.vocab_padded
 
-  -- training forward: N = B·T rows, causal attention over each sequence
+  -- training forward: N = B·T rows, causal attention within each sequence
   local tokens = g:input("tokens", { N })
   local targets = g:input("targets", { N })
   g:input("tokidx", { 2 * N + 2 })
-  local wte = g:param("wte.weight", { Vp, D }, "normal", 0.02, false)
-  local wpe = g:param("wpe.weight", { T, D }, "normal", 0.02, false)
-  local x = g:tensor("embed.out", { N, D }, "bf16")
-  g:op("embed", "fwd", "embed", { { "tokens", tokens }, { "wte", wte }, { "wpe", wpe }, { "out", x, out = true } },
-    { N = N, T = T, D = D })
-  local logits = gpt2_trunk(g, cfg, "fwd", "", x, N, function(_, p, qkv)
-    local att = g:tensor(p .. ".attn.out", { N, D }, "bf16")
-    local lse = g:tensor(p .. ".attn.lse", { B, H, T }, "f32")
-    g:op("attention", "fwd", p .. ".attn", { { "qkv", qkv }, { "out", att, out = true }, { "lse", lse, out = true } },
-      { B = B, T = T, H = H, d = d })
-    return att
-  end)
+  if m.dropout.attn > 0 or m.dropout.resid > 0 or m.dropout.mlp > 0 then g:input("dropctr", { 2 }) end
+  local x = embed(g, cfg, "fwd", "", tokens, N)
+  local logits = trunk(g, cfg, "fwd", "", x, N, B, T)
   local losses = g:tensor("loss.tokens", { N }, "f32")
   local scale = 1.0 / (N * tr.grad_accum) -- mean over every token of every micro-step
   g:op("xent", "fwd", "loss", { { "logits", logits }, { "targets", targets }, { "losses", losses, out = true } },
@@ -100,33 +237,30 @@ function M.gpt2(cfg)
 
   -- decode program: Bs sequences, one token each at position dpos; every layer appends its key
   -- and value to a KV cache [Bs, T, D] kept for the whole generation (sample.c drives it)
-  local Bs = 1
-  local dtok, dpos = g:input("dtokens", { Bs }), g:input("dpos", { 1 })
-  local dx = g:tensor("dec.embed.out", { Bs, D }, "bf16")
-  g:op("embed_pos", "dec", "dec.embed", { { "tokens", dtok }, { "pos", dpos }, { "wte", wte }, { "wpe", wpe },
-    { "out", dx, out = true } }, { N = Bs, T = T, D = D })
-  gpt2_trunk(g, cfg, "dec", "dec.", dx, Bs, function(_, p, qkv)
-    local kc = g:tensor("dec." .. p .. ".kcache", { Bs, T, D }, "bf16")
-    local vc = g:tensor("dec." .. p .. ".vcache", { Bs, T, D }, "bf16")
-    g.tensors[kc].keep, g.tensors[vc].keep = "dec", "dec" -- live across decode steps
-    local att = g:tensor("dec." .. p .. ".attn.out", { Bs, D }, "bf16")
-    g:op("attention_decode", "dec", "dec." .. p .. ".attn", { { "qkv", qkv }, { "pos", dpos },
-      { "kcache", kc, out = true }, { "vcache", vc, out = true }, { "out", att, out = true } },
-      { B = Bs, T = T, H = H, d = d })
-    return att
-  end)
+  if decodable(cfg) then
+    local Bs = 1
+    local dtok, dpos = g:input("dtokens", { Bs }), g:input("dpos", { 1 })
+    trunk(g, cfg, "dec", "dec.", embed(g, cfg, "dec", "dec.", dtok, Bs, dpos), Bs, Bs, T)
+  end
 
-  -- FLOPs per token: 6 per parameter (forward + backward matmuls) + 6·L·T·D for causal attention
+  -- FLOPs per token: 6 per trainable parameter (forward + backward matmuls) plus attention:
+  -- 3 × 2·ctx·H·(DQK + DV) per layer, ctx the mean number of keys a query sees
   local nparams = 0
-  for _, prm in ipairs(g.params) do nparams = nparams + prm.numel end
-  g.stats = { params = nparams, flops_per_token = 6 * nparams + 6 * L * T * D }
+  for _, prm in ipairs(g.params) do if not prm.frozen then nparams = nparams + prm.numel end end
+  local attn = 0
+  for _, Ly in ipairs(dv.layers) do
+    local ctx = T / 2
+    if Ly.attention == "swa" then ctx = math.min(T / 2, Ly.window + Ly.sink) end
+    local dqk, dvh = dv.head_dim, dv.head_dim
+    if Ly.attention == "mla" then dqk, dvh = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim, m.mla.v_head_dim end
+    attn = attn + 6 * ctx * m.n_head * (dqk + dvh)
+  end
+  g.stats = { params = nparams, flops_per_token = math.floor(6 * nparams + attn + 0.5) }
   return g
 end
 
 function M.build(cfg)
-  local builder = M[cfg.family]
-  assert(builder, "no graph builder for family " .. cfg.family)
-  return builder(cfg)
+  return M.decoder(cfg)
 end
 
 return M

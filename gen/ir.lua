@@ -32,15 +32,18 @@ end
 
 -- A trainable parameter: its value lives in the params arena, its gradient in the grads arena.
 -- Asking again for an existing parameter returns it (the decode program shares the weights).
-function M:param(name, shape, init, std, decay)
+-- A frozen parameter (the sinusoidal table) gets no gradient op.
+function M:param(name, shape, init, std, decay, frozen)
   local existing = self.tensors["param:" .. name]
   if existing then
     assert(util.prod(existing.shape) == util.prod(shape), "parameter " .. name .. " redefined with another shape")
     return existing.name
   end
-  local p = { name = name, shape = shape, numel = util.prod(shape), init = init, std = std or 0, decay = decay }
+  local p = { name = name, shape = shape, numel = util.prod(shape), init = init, std = std or 0, decay = decay,
+    frozen = frozen or false }
   self.params[#self.params + 1] = p
-  self.tensors[self:tensor("param:" .. name, shape, "bf16", "param")].param = name
+  local t = self.tensors[self:tensor("param:" .. name, shape, "bf16", "param")]
+  t.param, t.frozen = name, p.frozen
   self.tensors[self:tensor("grad:" .. name, shape, "f32", "grad")].param = name
   return "param:" .. name
 end

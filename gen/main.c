@@ -173,8 +173,18 @@ static int l_publish(lua_State *L) {
   }
   struct stat st;
   if (stat(dir, &st) == 0) {
+    /* the runtime's run directory (metrics, checkpoints) is not generated output: carry it over */
+    char oldrun[2 * PATH_MAX], newrun[2 * PATH_MAX];
+    snprintf(oldrun, sizeof oldrun, "%s/run", dir);
+    snprintf(newrun, sizeof newrun, "%s/run", tmp);
+    if (stat(oldrun, &st) == 0 && S_ISDIR(st.st_mode) && rename(oldrun, newrun) != 0) {
+      int e = errno;
+      rm_tree(tmp);
+      return luaL_error(L, "cannot keep %s: %s", oldrun, strerror(e));
+    }
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) != 0) {
       int e = errno;
+      rename(newrun, oldrun); /* give the run directory back before dropping the new output */
       rm_tree(tmp);
       return luaL_error(L, "cannot replace %s: %s", dir, strerror(e));
     }

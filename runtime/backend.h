@@ -19,6 +19,11 @@ struct Backend {
   void (*get_grads)(Backend *, float *out);
   void (*set_opt_state)(Backend *, const float *m, const float *v);
   void (*get_opt_state)(Backend *, float *m, float *v);
+  /* Several GPUs with ZeRO-1 (dist.h): each rank holds only its shard of master, m and v. This
+   * collective — every rank calls it at the same point, between steps — gathers the full state so
+   * that get_master and get_opt_state work until the next step. NULL when the backend always holds
+   * everything (CPU, one GPU, plain data parallelism). */
+  void (*gather_state)(Backend *);
 
   /* inputs of one micro-step (plan dim N tokens each), and the step scalars (scal[0..7]) */
   void (*set_batch)(Backend *, int micro, const int32_t *tokens, const int32_t *targets);

@@ -16,7 +16,7 @@ typedef struct {
   long accum;                /* micro-steps per optimizer step */
   float *master;             /* = params on the CPU */
   float *grads, *m, *v, *acts, *partials;
-  int32_t *in[4];            /* inputs, accum × numel each */
+  int32_t *in[MF_MAX_INPUTS]; /* inputs, accum × numel each */
   float scal[8], loss;
 } Cpu;
 
@@ -243,22 +243,41 @@ static void k_xent_bwd(Cpu *c, const Op *op, int micro) {
   cpu_xent_bwd(F(c, op, "logits", N * Vp), t, F(c, op, "dlogits", N * Vp), N, V, Vp, Af(c, op, "scale"));
 }
 
+/* The optimizer's range [lo, hi) of the arena: the `range` ref (the optrange input, docs/ir.md:
+ * 64-bit lo and hi, each as two int32 words, low then high), clamped to [0, n) as the GPU kernels
+ * do; the whole arena when the op has no range ref. */
+static long opt_word(const int32_t *r, int k) {
+  return (long)(((uint64_t)(uint32_t)r[2 * k + 1] << 32) | (uint32_t)r[2 * k]);
+}
+static void opt_range(Cpu *c, const Op *op, long n, long *lo, long *hi) {
+  *lo = 0;
+  *hi = n;
+  if (!op_ref(op, "range")) return;
+  const int32_t *r = I(c, op, "range", 4, 0);
+  long a = opt_word(r, 0), b = opt_word(r, 1);
+  if (a > *lo) *lo = a;
+  if (b < *hi) *hi = b;
+  if (*hi < *lo) *hi = *lo;
+}
+
 static void k_sumsq(Cpu *c, const Op *op, int micro) {
   (void)micro;
-  long n = A(c, op, "n"), G = A(c, op, "G");
+  long n = A(c, op, "n"), G = A(c, op, "G"), lo, hi;
   if (G == 0) fatal(OPFMT ": G must be positive", OPARGS(c, op));
-  cpu_sumsq(F(c, op, "grads", n), F(c, op, "partials", G), n, G);
+  opt_range(c, op, n, &lo, &hi);
+  cpu_sumsq(F(c, op, "grads", n), F(c, op, "partials", G), lo, hi, G);
 }
 
 static void k_adamw(Cpu *c, const Op *op, int micro) {
   (void)micro;
-  long n = A(c, op, "n"), nd = A(c, op, "n_decay"), G = A(c, op, "G");
+  long n = A(c, op, "n"), nd = A(c, op, "n_decay"), G = A(c, op, "G"), lo, hi;
   float *master = F(c, op, "master", n);
   /* params is the master copy on the CPU: check the ref exists and is big enough, nothing to copy */
   if (F(c, op, "params", n) != master)
     fatal(OPFMT ": ref params must be the params arena", OPARGS(c, op));
+  opt_range(c, op, n, &lo, &hi);
   cpu_adamw(master, F(c, op, "grads", n), F(c, op, "m", n), F(c, op, "v", n), F(c, op, "scal", 3),
-            F(c, op, "partials", G), n, nd, G, Af(c, op, "wd"), Af(c, op, "beta1"), Af(c, op, "beta2"),
+            F(c, op, "partials", G), lo, hi, nd, G, Af(c, op, "wd"), Af(c, op, "beta1"), Af(c, op, "beta2"),
             Af(c, op, "eps"), Af(c, op, "clip"));
 }
 
@@ -289,7 +308,213 @@ static void k_attention_decode(Cpu *c, const Op *op, int micro) {
                        F(c, op, "vcache", B * T * D), F(c, op, "out", B * D), B, T, H, d);
 }
 
+/* ---- the model vocabulary (docs/ir_decoder.md) ---- */
+
+static void k_rmsnorm(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_rmsnorm(F(c, op, "x", N * C), F(c, op, "w", C), F(c, op, "out", N * C), F(c, op, "rstd", N), N, C,
+              Af(c, op, "eps"));
+}
+
+static void k_add_rmsnorm(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_add_rmsnorm(F(c, op, "a", N * C), F(c, op, "b", N * C), F(c, op, "w", C), F(c, op, "sum", N * C),
+                  F(c, op, "out", N * C), F(c, op, "rstd", N), N, C, Af(c, op, "eps"));
+}
+
+static void k_rmsnorm_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_rmsnorm_bwd(F(c, op, "dout", N * C), F(c, op, "x", N * C), F(c, op, "w", C), F(c, op, "rstd", N),
+                  F(c, op, "dx", N * C), N, C, A(c, op, "acc") != 0);
+}
+
+static void k_rmsnorm_bwd_params(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_rmsnorm_bwd_params(F(c, op, "dout", N * C), F(c, op, "x", N * C), F(c, op, "rstd", N), F(c, op, "dw", C), N, C);
+}
+
+static void k_dyt(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_dyt(F(c, op, "x", N * C), F(c, op, "alpha", 1), F(c, op, "w", C), F(c, op, "b", C), F(c, op, "out", N * C), N, C);
+}
+
+static void k_add_dyt(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_add_dyt(F(c, op, "a", N * C), F(c, op, "b", N * C), F(c, op, "alpha", 1), F(c, op, "w", C),
+              F(c, op, "bias", C), F(c, op, "sum", N * C), F(c, op, "out", N * C), N, C);
+}
+
+static void k_dyt_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_dyt_bwd(F(c, op, "dout", N * C), F(c, op, "x", N * C), F(c, op, "alpha", 1), F(c, op, "w", C),
+              F(c, op, "dx", N * C), N, C, A(c, op, "acc") != 0);
+}
+
+static void k_dyt_bwd_params(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), C = A(c, op, "C");
+  cpu_dyt_bwd_params(F(c, op, "dout", N * C), F(c, op, "x", N * C), F(c, op, "alpha", 1), F(c, op, "dalpha", 1),
+                     F(c, op, "w", C), F(c, op, "dw", C), F(c, op, "db", C), N, C);
+}
+
+static void k_relu(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_relu(F(c, op, "x", n), F(c, op, "out", n), n);
+}
+
+static void k_relu_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_relu_bwd(F(c, op, "x", n), F(c, op, "dout", n), F(c, op, "dx", n), n, A(c, op, "acc") != 0);
+}
+
+static void k_silu(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_silu(F(c, op, "x", n), F(c, op, "out", n), n);
+}
+
+static void k_silu_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long n = A(c, op, "n");
+  cpu_silu_bwd(F(c, op, "x", n), F(c, op, "dout", n), F(c, op, "dx", n), n, A(c, op, "acc") != 0);
+}
+
+static int glu_act_attr(Cpu *c, const Op *op) {
+  long act = A(c, op, "act");
+  if (act > 1) fatal(OPFMT ": glu act=%ld (expected 0 gelu or 1 silu)", OPARGS(c, op), act);
+  return (int)act;
+}
+
+static void k_glu(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), Fw = A(c, op, "F");
+  int act = glu_act_attr(c, op);
+  cpu_glu(F(c, op, "x", N * 2 * Fw), F(c, op, "out", N * Fw), N, Fw, act);
+}
+
+static void k_glu_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), Fw = A(c, op, "F");
+  int act = glu_act_attr(c, op);
+  cpu_glu_bwd(F(c, op, "x", N * 2 * Fw), F(c, op, "dout", N * Fw), F(c, op, "dx", N * 2 * Fw), N, Fw, act);
+}
+
+static float drop_p(Cpu *c, const Op *op, const char *key) {
+  float p = Af(c, op, key);
+  if (!(p >= 0.0f && p < 1.0f)) fatal(OPFMT ": %s=%g must lie in [0, 1)", OPARGS(c, op), key, (double)p);
+  return p;
+}
+
+static void k_dropout(Cpu *c, const Op *op, int micro) {
+  long n = A(c, op, "n");
+  cpu_dropout(F(c, op, "x", n), I(c, op, "dropctr", 2, micro), F(c, op, "out", n), n, drop_p(c, op, "p"),
+              A(c, op, "stream"));
+}
+
+static void k_dropout_bwd(Cpu *c, const Op *op, int micro) {
+  long n = A(c, op, "n");
+  cpu_dropout_bwd(F(c, op, "dout", n), I(c, op, "dropctr", 2, micro), F(c, op, "dx", n), n, drop_p(c, op, "p"),
+                  A(c, op, "stream"), A(c, op, "acc") != 0);
+}
+
+static void k_embed_tok(Cpu *c, const Op *op, int micro) {
+  long N = A(c, op, "N"), D = A(c, op, "D");
+  const int32_t *tok = I(c, op, "tokens", N, micro);
+  long rows = ref_numel(c->p, op_ref_req(c->p, op, "wte")) / (D ? D : 1);
+  for (long i = 0; i < N; i++)
+    if (tok[i] < 0 || tok[i] >= rows)
+      fatal(OPFMT ": token %d at position %ld (micro-step %d) is outside the embedding table (%ld rows)",
+            OPARGS(c, op), tok[i], i, micro, rows);
+  cpu_embed_tok(tok, F(c, op, "wte", D), F(c, op, "out", N * D), N, D);
+}
+
+static void k_mla_k(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), H = A(c, op, "H"), dn = A(c, op, "dn"), dr = A(c, op, "dr");
+  cpu_mla_k(F(c, op, "knope", N * H * dn), F(c, op, "krope", N * dr), F(c, op, "k", N * H * (dn + dr)), N, H, dn, dr);
+}
+
+static void k_mla_k_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N = A(c, op, "N"), H = A(c, op, "H"), dn = A(c, op, "dn"), dr = A(c, op, "dr");
+  cpu_mla_k_bwd(F(c, op, "dk", N * H * (dn + dr)), F(c, op, "dknope", N * H * dn), F(c, op, "dkrope", N * dr), N, H,
+                dn, dr);
+}
+
+/* The attrs of attn / attn_bwd_dkdv / attn_bwd_dq, checked like attention_gen.lua checks them
+ * (minus the GPU's head-dim menu: the CPU takes any width). */
+static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
+  CpuAttn a;
+  memset(&a, 0, sizeof a);
+  a.B = A(c, op, "B"); a.T = A(c, op, "T"); a.H = A(c, op, "H"); a.HKV = A(c, op, "HKV");
+  a.DQK = A(c, op, "DQK"); a.DV = A(c, op, "DV");
+  a.LDQ = A(c, op, "LDQ"); a.LDK = A(c, op, "LDK"); a.LDV = A(c, op, "LDV");
+  a.QOFF = A(c, op, "QOFF"); a.KOFF = A(c, op, "KOFF"); a.VOFF = A(c, op, "VOFF");
+  a.QHS = A(c, op, "QHS"); a.KHS = A(c, op, "KHS"); a.VHS = A(c, op, "VHS");
+  a.WINDOW = A(c, op, "WINDOW"); a.SINK = A(c, op, "SINK"); a.ALIBI = A(c, op, "ALIBI");
+  a.ROPE = A(c, op, "ROPE"); a.ROPE_DIM = A(c, op, "ROPE_DIM");
+  a.scale = Af(c, op, "scale");
+  a.rope_base = a.ROPE ? Af(c, op, "rope_base") : 10000.0f;
+  a.dropout = op_has_attr(op, "dropout") ? drop_p(c, op, "dropout") : 0.0f;
+  a.stream = op_has_attr(op, "stream") ? A(c, op, "stream") : 0;
+  if (!a.B || !a.T || !a.H || !a.HKV || !a.DQK || !a.DV) fatal(OPFMT ": B, T, H, HKV, DQK, DV must be positive", OPARGS(c, op));
+  if (a.H % a.HKV) fatal(OPFMT ": HKV=%ld does not divide H=%ld", OPARGS(c, op), a.HKV, a.H);
+  if (a.QOFF + (a.H - 1) * a.QHS + a.DQK > a.LDQ) fatal(OPFMT ": q heads do not fit in a row of LDQ=%ld", OPARGS(c, op), a.LDQ);
+  if (a.KOFF + (a.HKV - 1) * a.KHS + a.DQK > a.LDK) fatal(OPFMT ": k heads do not fit in a row of LDK=%ld", OPARGS(c, op), a.LDK);
+  if (a.VOFF + (a.HKV - 1) * a.VHS + a.DV > a.LDV) fatal(OPFMT ": v heads do not fit in a row of LDV=%ld", OPARGS(c, op), a.LDV);
+  if (a.ALIBI > 1) fatal(OPFMT ": ALIBI=%ld (expected 0 or 1)", OPARGS(c, op), a.ALIBI);
+  if (a.ROPE > 2) fatal(OPFMT ": ROPE=%ld (expected 0, 1 half-split or 2 adjacent)", OPARGS(c, op), a.ROPE);
+  if (a.ROPE && (a.ROPE_DIM < 2 || a.ROPE_DIM % 2 || a.ROPE_DIM > a.DQK))
+    fatal(OPFMT ": ROPE_DIM=%ld must be even and in [2, DQK=%ld]", OPARGS(c, op), a.ROPE_DIM, a.DQK);
+  if (a.dropout > 0) a.ctr = I(c, op, "dropctr", 2, micro);
+  return a;
+}
+
+static void k_attn(Cpu *c, const Op *op, int micro) {
+  CpuAttn a = attn_cfg(c, op, micro);
+  long N = a.B * a.T;
+  cpu_attn(&a, F(c, op, "q", N * a.LDQ), F(c, op, "k", N * a.LDK), F(c, op, "v", N * a.LDV),
+           F(c, op, "out", N * a.H * a.DV), F(c, op, "lse", a.B * a.H * a.T));
+}
+
+static void k_attn_bwd_pre(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long B = A(c, op, "B"), T = A(c, op, "T"), H = A(c, op, "H"), DV = A(c, op, "DV"), N = B * T;
+  cpu_attn_bwd_pre(F(c, op, "out", N * H * DV), F(c, op, "dout", N * H * DV), F(c, op, "delta", B * H * T), B, T, H, DV);
+}
+
+static void k_attn_bwd_dkdv(Cpu *c, const Op *op, int micro) {
+  CpuAttn a = attn_cfg(c, op, micro);
+  long N = a.B * a.T, S = a.B * a.H * a.T;
+  cpu_attn_bwd_dkdv(&a, F(c, op, "q", N * a.LDQ), F(c, op, "k", N * a.LDK), F(c, op, "v", N * a.LDV),
+                    F(c, op, "dout", N * a.H * a.DV), F(c, op, "lse", S), F(c, op, "delta", S),
+                    F(c, op, "dk", N * a.LDK), F(c, op, "dv", N * a.LDV));
+}
+
+static void k_attn_bwd_dq(Cpu *c, const Op *op, int micro) {
+  CpuAttn a = attn_cfg(c, op, micro);
+  long N = a.B * a.T, S = a.B * a.H * a.T;
+  cpu_attn_bwd_dq(&a, F(c, op, "q", N * a.LDQ), F(c, op, "k", N * a.LDK), F(c, op, "v", N * a.LDV),
+                  F(c, op, "dout", N * a.H * a.DV), F(c, op, "lse", S), F(c, op, "delta", S), F(c, op, "dq", N * a.LDQ));
+}
+
 static const struct { const char *kind; void (*fn)(Cpu *, const Op *, int); } KINDS[] = {
+  {"rmsnorm", k_rmsnorm}, {"add_rmsnorm", k_add_rmsnorm}, {"rmsnorm_bwd", k_rmsnorm_bwd},
+  {"rmsnorm_bwd_params", k_rmsnorm_bwd_params}, {"dyt", k_dyt}, {"add_dyt", k_add_dyt}, {"dyt_bwd", k_dyt_bwd},
+  {"dyt_bwd_params", k_dyt_bwd_params}, {"relu", k_relu}, {"relu_bwd", k_relu_bwd}, {"silu", k_silu},
+  {"silu_bwd", k_silu_bwd}, {"glu", k_glu}, {"glu_bwd", k_glu_bwd}, {"dropout", k_dropout},
+  {"dropout_bwd", k_dropout_bwd}, {"embed_tok", k_embed_tok}, {"mla_k", k_mla_k}, {"mla_k_bwd", k_mla_k_bwd},
+  {"attn", k_attn}, {"attn_bwd_pre", k_attn_bwd_pre}, {"attn_bwd_dkdv", k_attn_bwd_dkdv},
+  {"attn_bwd_dq", k_attn_bwd_dq},
   {"embed_pos", k_embed_pos}, {"attention_decode", k_attention_decode},
   {"matmul", k_matmul}, {"embed", k_embed}, {"layernorm", k_layernorm}, {"add_layernorm", k_add_layernorm},
   {"add", k_add}, {"gelu", k_gelu}, {"attention", k_attention}, {"xent", k_xent}, {"loss_sum", k_loss_sum},
@@ -312,7 +537,7 @@ static void cpu_run_op(Backend *be, const Op *op, int micro) {
 static void cpu_destroy(Backend *be) {
   Cpu *c = (Cpu *)be;
   free(c->master); free(c->grads); free(c->m); free(c->v); free(c->acts); free(c->partials);
-  for (int i = 0; i < 4; i++) free(c->in[i]);
+  for (int i = 0; i < MF_MAX_INPUTS; i++) free(c->in[i]);
   free(c);
 }
 
@@ -343,7 +568,19 @@ static void cpu_set_batch(Backend *be, int micro, const int32_t *tokens, const i
   if (ix >= 0 && it >= 0) tokidx_build(tokens, p->inputs[it].numel, c->in[ix] + micro * p->inputs[ix].numel);
 }
 
-static void cpu_set_scalars(Backend *be, const float *scal) { memcpy(((Cpu *)be)->scal, scal, 8 * sizeof(float)); }
+/* scal[3] = the 0-based step, scal[4] = the seed's low 24 bits (runtime/train.c step_scalars): the
+ * dropout counter input of micro-step m is {seed, step·accum + m} (docs/ir_decoder.md "Dropout"). */
+static void cpu_set_scalars(Backend *be, const float *scal) {
+  Cpu *c = (Cpu *)be;
+  memcpy(c->scal, scal, 8 * sizeof(float));
+  int id = plan_input(c->p, "dropctr");
+  if (id < 0) return;
+  long step = lrintf(scal[3]), seed = lrintf(scal[4]);
+  for (long m = 0; m < c->accum; m++) {
+    c->in[id][2 * m] = (int32_t)seed;
+    c->in[id][2 * m + 1] = (int32_t)(step * c->accum + m);
+  }
+}
 
 static void cpu_zero_grads(Backend *be) {
   Cpu *c = (Cpu *)be;
@@ -414,6 +651,20 @@ Backend *cpu_backend_new(const Plan *p) {
   c->acts = xcalloc((size_t)p->act_cpu_elems, sizeof(float));
   c->partials = xcalloc((size_t)p->n_partials, sizeof(float));
   for (int i = 0; i < p->ninput; i++) c->in[i] = xcalloc((size_t)(p->inputs[i].numel * c->accum), sizeof(int32_t));
+  /* the optimizer's range (docs/ir.md "optrange"): the whole arena; the CPU backend never shards */
+  int io = plan_input(p, "optrange");
+  if (io >= 0) {
+    if (p->inputs[io].numel != 4) fatal("%s: input optrange must have 4 elements", p->path);
+    uint64_t n = (uint64_t)p->param_elems;
+    for (long k = 0; k < c->accum; k++) {
+      int32_t *w = c->in[io] + 4 * k;
+      w[0] = w[1] = 0;
+      w[2] = (int32_t)(uint32_t)n;
+      w[3] = (int32_t)(uint32_t)(n >> 32);
+    }
+  }
+  int idc = plan_input(p, "dropctr");
+  if (idc >= 0 && p->inputs[idc].numel != 2) fatal("%s: input dropctr must have 2 elements", p->path);
   int ix = plan_input(p, "tokidx"), it = plan_input(p, "tokens");
   if (ix >= 0 && (it < 0 || p->inputs[ix].numel < 2 * p->inputs[it].numel + 2))
     fatal("%s: input tokidx needs 2·N+2 elements (N = tokens per micro-step)", p->path);

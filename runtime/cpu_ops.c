@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #define GELU_C 0.7978845608028654 /* √(2/π) */
 
@@ -117,6 +119,8 @@ void cpu_attention(const float *qkv, float *out, float *lse, long B, long T, lon
 }
 
 /* loss_i = logsumexp(row[0:V]) − row[t]; gradient scale·(softmax_j − [j=t]) for j < V, 0 beyond. */
+/* One row of softmax cross-entropy. exp(x − max) is computed once per logit (the row's
+ * gradient buffer holds it until the sum is known); grad may alias row (the in-place xent). */
 static void xent_row(const float *row, int32_t t, float *loss, float *grad, long V, long Vp, float scale) {
   if (t < 0) {
     *loss = 0;
@@ -125,30 +129,58 @@ static void xent_row(const float *row, int32_t t, float *loss, float *grad, long
   }
   double mx = -INFINITY, z = 0;
   for (long j = 0; j < V; j++) if (row[j] > mx) mx = row[j];
-  for (long j = 0; j < V; j++) z += exp((double)row[j] - mx);
-  double l = mx + log(z);
-  *loss = (float)(l - row[t]);
+  const double xt = row[t];
   if (grad) {
-    for (long j = 0; j < V; j++) {
-      double pj = exp((double)row[j] - l);
-      grad[j] = (float)(scale * (pj - (j == t ? 1.0 : 0.0)));
-    }
+    for (long j = 0; j < V; j++) { double e = exp((double)row[j] - mx); z += e; grad[j] = (float)e; }
+  } else {
+    for (long j = 0; j < V; j++) z += exp((double)row[j] - mx);
+  }
+  *loss = (float)(mx + log(z) - xt);
+  if (grad) {
+    for (long j = 0; j < V; j++) grad[j] = (float)(scale * ((double)grad[j] / z - (j == t ? 1.0 : 0.0)));
     for (long j = V; j < Vp; j++) grad[j] = 0;
   }
 }
 
+/* Rows are independent: split them over the machine's cores (each row's arithmetic is the same
+ * whichever thread does it, so results do not depend on the thread count). */
+typedef struct { const float *in; float *out; const int32_t *targets; float *losses; long lo, hi, V, Vp; float scale; } XentJob;
+
+static void *xent_worker(void *arg) {
+  XentJob *j = arg;
+  for (long i = j->lo; i < j->hi; i++) {
+    float l;
+    xent_row(j->in + i * j->Vp, j->targets[i], j->losses ? &j->losses[i] : &l, j->out ? j->out + i * j->Vp : NULL,
+             j->V, j->Vp, j->scale);
+  }
+  return NULL;
+}
+
+static void xent_rows(const float *in, float *out, const int32_t *targets, float *losses, long N, long V, long Vp,
+                      float scale) {
+  enum { MAXT = 16 };
+  long nt = sysconf(_SC_NPROCESSORS_ONLN);
+  if (nt < 1) nt = 1;
+  if (nt > MAXT) nt = MAXT;
+  if (nt > N) nt = N > 0 ? N : 1;
+  XentJob jobs[MAXT];
+  pthread_t th[MAXT];
+  for (long k = 0; k < nt; k++) {
+    jobs[k] = (XentJob){in, out, targets, losses, N * k / nt, N * (k + 1) / nt, V, Vp, scale};
+    if (k > 0 && pthread_create(&th[k], NULL, xent_worker, &jobs[k]) != 0) fatal("xent: cannot start a thread");
+  }
+  xent_worker(&jobs[0]);
+  for (long k = 1; k < nt; k++) pthread_join(th[k], NULL);
+}
+
 void cpu_xent(float *logits, const int32_t *targets, float *losses, long N, long V, long Vp, float scale,
               int grad) {
-  for (long i = 0; i < N; i++)
-    xent_row(logits + i * Vp, targets[i], &losses[i], grad ? logits + i * Vp : NULL, V, Vp, scale);
+  xent_rows(logits, grad ? logits : NULL, targets, losses, N, V, Vp, scale);
 }
 
 void cpu_xent_bwd(const float *logits, const int32_t *targets, float *dlogits, long N, long V, long Vp,
                   float scale) {
-  for (long i = 0; i < N; i++) {
-    float l;
-    xent_row(logits + i * Vp, targets[i], &l, dlogits + i * Vp, V, Vp, scale);
-  }
+  xent_rows(logits, dlogits, targets, NULL, N, V, Vp, scale);
 }
 
 void cpu_loss_sum(const float *losses, float *loss, long N, float scale) {
@@ -295,24 +327,24 @@ void cpu_embed_bwd_pos(const float *dout, float *dwpe, long N, long T, long D) {
   free(s);
 }
 
-void cpu_sumsq(const float *grads, float *partials, long n, long G) {
-  long chunk = (n + G - 1) / G;
+void cpu_sumsq(const float *grads, float *partials, long lo, long hi, long G) {
+  long len = hi > lo ? hi - lo : 0, chunk = (len + G - 1) / G;
   for (long g = 0; g < G; g++) {
     double s = 0;
-    long lo = g * chunk, hi = lo + chunk < n ? lo + chunk : n;
-    for (long i = lo; i < hi; i++) s += (double)grads[i] * grads[i];
+    long a = lo + g * chunk, b = a + chunk < hi ? a + chunk : hi;
+    for (long i = a; i < b; i++) s += (double)grads[i] * grads[i];
     partials[g] = (float)s;
   }
 }
 
 void cpu_adamw(float *master, const float *grads, float *m, float *v, const float *scal, const float *partials,
-               long n, long n_decay, long G, float wd, float beta1, float beta2, float eps, float clip) {
+               long lo, long hi, long n_decay, long G, float wd, float beta1, float beta2, float eps, float clip) {
   double ss = 0;
   for (long g = 0; g < G; g++) ss += partials[g];
   double norm = sqrt(ss);
   double c = clip > 0 ? fmin(1.0, clip / (norm + 1e-6)) : 1.0;
   double lr = scal[0], bc1 = scal[1], bc2 = scal[2];
-  for (long i = 0; i < n; i++) {
+  for (long i = lo; i < hi; i++) {
     double g = c * grads[i];
     double mi = beta1 * (double)m[i] + (1.0 - beta1) * g;
     double vi = beta2 * (double)v[i] + (1.0 - beta2) * g * g;
@@ -356,4 +388,414 @@ void cpu_attention_decode(const float *qkv, int pos, float *kcache, float *vcach
     }
   }
   free(s);
+}
+
+/* ======== the model vocabulary (docs/ir_decoder.md) ======== */
+
+/* ---- norms ---- */
+
+/* rstd = 1/√(Σx²/C + eps), out = x·rstd·w */
+void cpu_rmsnorm(const float *x, const float *w, float *out, float *rstd, long N, long C, float eps) {
+  for (long n = 0; n < N; n++) {
+    const float *xr = x + n * C;
+    double ss = 0;
+    for (long c = 0; c < C; c++) ss += (double)xr[c] * xr[c];
+    double rs = 1.0 / sqrt(ss / (double)C + (double)eps);
+    for (long c = 0; c < C; c++) out[n * C + c] = (float)((double)xr[c] * rs * w[c]);
+    rstd[n] = (float)rs;
+  }
+}
+
+void cpu_add_rmsnorm(const float *a, const float *b, const float *w, float *sum, float *out, float *rstd, long N,
+                     long C, float eps) {
+  cpu_add(a, b, sum, N * C);
+  cpu_rmsnorm(sum, w, out, rstd, N, C, eps);
+}
+
+/* g = dout·w, x̂ = x·rstd: dx (+)= rstd·(g − x̂·mean_c(g·x̂)). (rstd depends on x through Σx²:
+ * d rstd/dx_c = −rstd³·x_c/C, which gives the x̂·mean(g·x̂) term.) */
+void cpu_rmsnorm_bwd(const float *dout, const float *x, const float *w, const float *rstd, float *dx, long N, long C,
+                     int acc) {
+  for (long n = 0; n < N; n++) {
+    const float *dy = dout + n * C, *xr = x + n * C;
+    double rs = rstd[n], mgx = 0;
+    for (long c = 0; c < C; c++) mgx += (double)dy[c] * w[c] * ((double)xr[c] * rs);
+    mgx /= (double)C;
+    for (long c = 0; c < C; c++) {
+      double g = (double)dy[c] * w[c], xh = (double)xr[c] * rs;
+      float v = (float)(rs * (g - xh * mgx));
+      dx[n * C + c] = acc ? dx[n * C + c] + v : v;
+    }
+  }
+}
+
+/* dw += Σ_n dout·x·rstd */
+void cpu_rmsnorm_bwd_params(const float *dout, const float *x, const float *rstd, float *dw, long N, long C) {
+  double *sw = xcalloc((size_t)C, sizeof *sw);
+  for (long n = 0; n < N; n++)
+    for (long c = 0; c < C; c++) sw[c] += (double)dout[n * C + c] * ((double)x[n * C + c] * rstd[n]);
+  for (long c = 0; c < C; c++) dw[c] = (float)(dw[c] + sw[c]);
+  free(sw);
+}
+
+/* DyT (Zhu et al. 2025): out = w·tanh(α·x) + b */
+void cpu_dyt(const float *x, const float *alpha, const float *w, const float *b, float *out, long N, long C) {
+  double al = alpha[0];
+  for (long n = 0; n < N; n++)
+    for (long c = 0; c < C; c++) out[n * C + c] = (float)(w[c] * tanh(al * x[n * C + c]) + b[c]);
+}
+
+void cpu_add_dyt(const float *a, const float *b, const float *alpha, const float *w, const float *bias, float *sum,
+                 float *out, long N, long C) {
+  cpu_add(a, b, sum, N * C);
+  cpu_dyt(sum, alpha, w, bias, out, N, C);
+}
+
+/* dx (+)= dout·w·α·(1 − tanh²(α·x)) */
+void cpu_dyt_bwd(const float *dout, const float *x, const float *alpha, const float *w, float *dx, long N, long C,
+                 int acc) {
+  double al = alpha[0];
+  for (long n = 0; n < N; n++)
+    for (long c = 0; c < C; c++) {
+      double th = tanh(al * x[n * C + c]);
+      float v = (float)((double)dout[n * C + c] * w[c] * al * (1.0 - th * th));
+      dx[n * C + c] = acc ? dx[n * C + c] + v : v;
+    }
+}
+
+/* dalpha += Σ dout·w·x·(1 − tanh²(α·x)),  dw += Σ_n dout·tanh(α·x),  db += Σ_n dout */
+void cpu_dyt_bwd_params(const float *dout, const float *x, const float *alpha, float *dalpha, const float *w,
+                        float *dw, float *db, long N, long C) {
+  double al = alpha[0], sa = 0;
+  double *sw = xcalloc((size_t)C, sizeof *sw), *sb = xcalloc((size_t)C, sizeof *sb), *ss = xcalloc((size_t)C, sizeof *ss);
+  for (long n = 0; n < N; n++)
+    for (long c = 0; c < C; c++) {
+      double dy = dout[n * C + c], xv = x[n * C + c], th = tanh(al * xv);
+      sw[c] += dy * th;
+      sb[c] += dy;
+      ss[c] += dy * xv * (1.0 - th * th);
+    }
+  for (long c = 0; c < C; c++) {
+    dw[c] = (float)(dw[c] + sw[c]);
+    db[c] = (float)(db[c] + sb[c]);
+    sa += w[c] * ss[c];
+  }
+  dalpha[0] = (float)(dalpha[0] + sa);
+  free(sw);
+  free(sb);
+  free(ss);
+}
+
+/* ---- activations ---- */
+
+static double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+void cpu_relu(const float *x, float *out, long n) {
+  for (long i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+
+/* dx (+)= dout·[x > 0] */
+void cpu_relu_bwd(const float *x, const float *dout, float *dx, long n, int acc) {
+  for (long i = 0; i < n; i++) {
+    float g = x[i] > 0 ? dout[i] : 0.0f;
+    dx[i] = acc ? dx[i] + g : g;
+  }
+}
+
+/* silu(x) = x·σ(x) */
+void cpu_silu(const float *x, float *out, long n) {
+  for (long i = 0; i < n; i++) out[i] = (float)(x[i] * sigmoid_d(x[i]));
+}
+
+/* silu'(x) = σ(x)·(1 + x·(1 − σ(x))) */
+static double silu_grad_d(double x) {
+  double s = sigmoid_d(x);
+  return s * (1.0 + x * (1.0 - s));
+}
+
+void cpu_silu_bwd(const float *x, const float *dout, float *dx, long n, int acc) {
+  for (long i = 0; i < n; i++) {
+    float g = (float)(dout[i] * silu_grad_d(x[i]));
+    dx[i] = acc ? dx[i] + g : g;
+  }
+}
+
+static double glu_act(double x, int act) { return act ? x * sigmoid_d(x) : (double)gelu_f((float)x); }
+static double glu_act_grad(double x, int act) { return act ? silu_grad_d(x) : (double)gelu_grad_f((float)x); }
+
+/* x [N, 2F] = [gate | up]: out = act(gate) ⊙ up */
+void cpu_glu(const float *x, float *out, long N, long F, int act) {
+  for (long n = 0; n < N; n++)
+    for (long f = 0; f < F; f++) {
+      const float *r = x + n * 2 * F;
+      out[n * F + f] = (float)(glu_act(r[f], act) * r[F + f]);
+    }
+}
+
+/* dx[:, :F] = dout⊙up⊙act'(gate), dx[:, F:] = dout⊙act(gate)  (written) */
+void cpu_glu_bwd(const float *x, const float *dout, float *dx, long N, long F, int act) {
+  for (long n = 0; n < N; n++)
+    for (long f = 0; f < F; f++) {
+      const float *r = x + n * 2 * F;
+      double g = dout[n * F + f];
+      dx[n * 2 * F + f] = (float)(g * r[F + f] * glu_act_grad(r[f], act));
+      dx[n * 2 * F + F + f] = (float)(g * glu_act(r[f], act));
+    }
+}
+
+/* ---- dropout ---- */
+
+/* x = seed ^ stream·K1 ^ ctr·K2 ^ i·K3 (uint64, wrapping), then the splitmix64 finaliser */
+uint64_t mf_drop_hash(uint64_t seed, uint64_t stream, uint64_t ctr, uint64_t i) {
+  uint64_t z = seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (ctr * 0xD1B54A32D192ED03ull) ^ (i * 0x8CB92BA72F3D8DD7ull);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* the top 24 bits as a float in [0, 1): exact, so CPU and GPU compare the same number with p */
+float mf_drop_uniform(uint64_t seed, uint64_t stream, uint64_t ctr, uint64_t i) {
+  return (float)(mf_drop_hash(seed, stream, ctr, i) >> 40) * 0x1p-24f;
+}
+
+/* seed and counter of a dropctr pair (non-negative int32s, see docs/ir_decoder.md) */
+static uint64_t ctr_u(int32_t v) { return (uint64_t)(uint32_t)v; }
+
+/* out = keep ? x/(1−p) : 0, keep iff u ≥ p; the scale is the float 1/(1−p) on both backends */
+void cpu_dropout(const float *x, const int32_t *ctr, float *out, long n, float p, long stream) {
+  uint64_t seed = ctr_u(ctr[0]), c = ctr_u(ctr[1]);
+  float s = 1.0f / (1.0f - p);
+  for (long i = 0; i < n; i++)
+    out[i] = mf_drop_uniform(seed, (uint64_t)stream, c, (uint64_t)i) >= p ? x[i] * s : 0.0f;
+}
+
+void cpu_dropout_bwd(const float *dout, const int32_t *ctr, float *dx, long n, float p, long stream, int acc) {
+  uint64_t seed = ctr_u(ctr[0]), c = ctr_u(ctr[1]);
+  float s = 1.0f / (1.0f - p);
+  for (long i = 0; i < n; i++) {
+    float g = mf_drop_uniform(seed, (uint64_t)stream, c, (uint64_t)i) >= p ? dout[i] * s : 0.0f;
+    dx[i] = acc ? dx[i] + g : g;
+  }
+}
+
+/* ---- embeddings and MLA ---- */
+
+void cpu_embed_tok(const int32_t *tok, const float *wte, float *out, long N, long D) {
+  for (long i = 0; i < N; i++) memcpy(out + i * D, wte + (long)tok[i] * D, (size_t)D * sizeof *out);
+}
+
+/* k[n, h·(dn+dr) …] = [knope[n, h·dn … h·dn+dn−1] ; krope[n, 0 … dr−1]] */
+void cpu_mla_k(const float *knope, const float *krope, float *k, long N, long H, long dn, long dr) {
+  long w = dn + dr;
+  for (long n = 0; n < N; n++)
+    for (long h = 0; h < H; h++) {
+      float *row = k + n * H * w + h * w;
+      memcpy(row, knope + n * H * dn + h * dn, (size_t)dn * sizeof *row);
+      memcpy(row + dn, krope + n * dr, (size_t)dr * sizeof *row);
+    }
+}
+
+/* dknope[n, h] = dk[n, h, :dn];  dkrope[n] = Σ_h dk[n, h, dn:] (h ascending; both written) */
+void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H, long dn, long dr) {
+  long w = dn + dr;
+  for (long n = 0; n < N; n++) {
+    for (long h = 0; h < H; h++) memcpy(dknope + n * H * dn + h * dn, dk + n * H * w + h * w, (size_t)dn * sizeof *dk);
+    for (long j = 0; j < dr; j++) {
+      double s = 0;
+      for (long h = 0; h < H; h++) s += dk[n * H * w + h * w + dn + j];
+      dkrope[n * dr + j] = (float)s;
+    }
+  }
+}
+
+/* ---- generalised attention ---- */
+
+/* ALiBi slopes (Press et al. 2022). P = the largest power of two ≤ H:
+ *   m_h = 2^(−8(h+1)/P) for h < P;  m_h = 2^(−4(2(h−P)+1)/P) for P ≤ h < H
+ * (the second line: every other slope of the 2P-head sequence, as the paper's reference code). */
+double attn_alibi_slope(long h, long H) {
+  long P = 1;
+  while (2 * P <= H) P *= 2;
+  return h < P ? exp2(-8.0 * (double)(h + 1) / (double)P) : exp2(-4.0 * (double)(2 * (h - P) + 1) / (double)P);
+}
+
+/* RoPE on the last R dims of a head (slice offset DQK − R). Pair p < R/2 is (p, p + R/2)
+ * (mode 1, half-split / rotate_half) or (2p, 2p + 1) (mode 2, adjacent), turned by t·θ_p,
+ * θ_p = base^(−2p/R). Like the Hugging Face rotary embedding (and the GPU kernels), θ_p and the
+ * angle t·θ_p are fp32 numbers; cos and sin are then taken in double.
+ *   forward (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin);  inverse (Rᵀ): sin → −sin */
+void attn_rope(double *x, long DQK, long R, int mode, float base, long t, int inverse) {
+  double *s = x + (DQK - R);
+  for (long p = 0; p < R / 2; p++) {
+    float th = (float)(1.0 / pow((double)base, (double)(2 * p) / (double)R));
+    double ang = (double)((float)t * th), cs = cos(ang), sn = inverse ? -sin(ang) : sin(ang);
+    long i1 = mode == 1 ? p : 2 * p, i2 = mode == 1 ? p + R / 2 : 2 * p + 1;
+    double x1 = s[i1], x2 = s[i2];
+    s[i1] = x1 * cs - x2 * sn;
+    s[i2] = x2 * cs + x1 * sn;
+  }
+}
+
+static int attn_visible(const CpuAttn *a, long i, long j) {
+  return j <= i && (a->WINDOW == 0 || i - j < a->WINDOW || j < a->SINK);
+}
+
+/* The rotated q (kv = 0, head h) or k (kv = 1, kv head h) rows of batch b: [T][DQK] doubles. */
+static double *attn_rows(const CpuAttn *a, const float *base, int kv, long b, long h) {
+  long ld = kv ? a->LDK : a->LDQ, off = (kv ? a->KOFF : a->QOFF) + h * (kv ? a->KHS : a->QHS), D = a->DQK;
+  double *r = xmalloc((size_t)(a->T * D) * sizeof *r);
+  for (long t = 0; t < a->T; t++) {
+    const float *src = base + (b * a->T + t) * ld + off;
+    for (long e = 0; e < D; e++) r[t * D + e] = src[e];
+    if (a->ROPE) attn_rope(r + t * D, D, a->ROPE_DIM, (int)a->ROPE, a->rope_base, t, 0);
+  }
+  return r;
+}
+
+static const float *attn_v(const CpuAttn *a, const float *v, long b, long t, long g) {
+  return v + (b * a->T + t) * a->LDV + a->VOFF + g * a->VHS;
+}
+
+/* Dropout factor of p_ij: keep/(1 − dropout), keep decided by the hash of
+ * i = ((b·H + h)·T + query)·T + key; 1 without dropout. */
+static double attn_zf(const CpuAttn *a, long b, long h, long i, long j) {
+  if (a->dropout <= 0) return 1.0;
+  uint64_t idx = (((uint64_t)b * (uint64_t)a->H + (uint64_t)h) * (uint64_t)a->T + (uint64_t)i) * (uint64_t)a->T + (uint64_t)j;
+  float u = mf_drop_uniform(ctr_u(a->ctr[0]), (uint64_t)a->stream, ctr_u(a->ctr[1]), idx);
+  return u >= a->dropout ? (double)(1.0f / (1.0f - a->dropout)) : 0.0;
+}
+
+/* Scores of query i against keys 0..i: s[j] = c·(q̃_i·k̃_j) − m_h·(i − j), −∞ where not visible. */
+static void attn_scores(const CpuAttn *a, const double *Q, const double *K, long h, long i, double *s) {
+  double c = a->scale, m = a->ALIBI ? attn_alibi_slope(h, a->H) : 0.0;
+  for (long j = 0; j <= i; j++) {
+    if (!attn_visible(a, i, j)) { s[j] = -INFINITY; continue; }
+    double dot = 0;
+    for (long e = 0; e < a->DQK; e++) dot += Q[i * a->DQK + e] * K[j * a->DQK + e];
+    s[j] = c * dot - m * (double)(i - j);
+  }
+}
+
+/* lse_i = log Σ_vis exp(s_ij);  out_i = Σ_j p_ij·zf_ij·v_j */
+void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse) {
+  long T = a->T, DV = a->DV;
+  double *s = xmalloc((size_t)T * sizeof *s), *acc = xmalloc((size_t)DV * sizeof *acc);
+  for (long b = 0; b < a->B; b++)
+    for (long h = 0; h < a->H; h++) {
+      long g = h * a->HKV / a->H;
+      double *Q = attn_rows(a, q, 0, b, h), *K = attn_rows(a, k, 1, b, g);
+      for (long i = 0; i < T; i++) {
+        attn_scores(a, Q, K, h, i, s);
+        double mx = -INFINITY, z = 0;
+        for (long j = 0; j <= i; j++) if (s[j] > mx) mx = s[j];
+        for (long j = 0; j <= i; j++) z += exp(s[j] - mx);
+        double l = mx + log(z);
+        memset(acc, 0, (size_t)DV * sizeof *acc);
+        for (long j = 0; j <= i; j++) {
+          if (s[j] == -INFINITY) continue;
+          double pj = exp(s[j] - l) * attn_zf(a, b, h, i, j);
+          if (pj == 0) continue;
+          const float *vr = attn_v(a, v, b, j, g);
+          for (long e = 0; e < DV; e++) acc[e] += pj * vr[e];
+        }
+        for (long e = 0; e < DV; e++) out[(b * T + i) * a->H * DV + h * DV + e] = (float)acc[e];
+        lse[(b * a->H + h) * T + i] = (float)l;
+      }
+      free(Q);
+      free(K);
+    }
+  free(s);
+  free(acc);
+}
+
+void cpu_attn_bwd_pre(const float *out, const float *dout, float *delta, long B, long T, long H, long DV) {
+  for (long b = 0; b < B; b++)
+    for (long h = 0; h < H; h++)
+      for (long t = 0; t < T; t++) {
+        const float *o = out + (b * T + t) * H * DV + h * DV, *g = dout + (b * T + t) * H * DV + h * DV;
+        double s = 0;
+        for (long e = 0; e < DV; e++) s += (double)o[e] * g[e];
+        delta[(b * H + h) * T + t] = (float)s;
+      }
+}
+
+/* Row i of the backward for (b, h): p_ij (pt: with the dropout factor) and
+ * ds_ij = p_ij·(zf_ij·(do_i·v_j) − delta_i) for j ≤ i (0 where not visible). */
+static void attn_bwd_row(const CpuAttn *a, const double *Q, const double *K, const float *v, const float *dout,
+                         const float *lse, const float *delta, long b, long h, long i, double *s, double *pt,
+                         double *ds) {
+  long T = a->T, g = h * a->HKV / a->H;
+  const float *dor = dout + (b * T + i) * a->H * a->DV + h * a->DV;
+  double l = lse[(b * a->H + h) * T + i], del = delta[(b * a->H + h) * T + i];
+  attn_scores(a, Q, K, h, i, s);
+  for (long j = 0; j <= i; j++) {
+    if (s[j] == -INFINITY) { pt[j] = ds[j] = 0; continue; }
+    double p = exp(s[j] - l), zf = attn_zf(a, b, h, i, j), dp = 0;
+    const float *vr = attn_v(a, v, b, j, g);
+    for (long e = 0; e < a->DV; e++) dp += (double)dor[e] * vr[e];
+    pt[j] = p * zf;
+    ds[j] = p * (zf * dp - del);
+  }
+}
+
+/* dv_j = Σ_{h in group} Σ_i p̃_ij·do_i;  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i */
+void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
+                       const float *lse, const float *delta, float *dk, float *dv) {
+  long T = a->T, DQK = a->DQK, DV = a->DV, G = a->H / a->HKV;
+  double *s = xmalloc((size_t)T * sizeof *s), *pt = xmalloc((size_t)T * sizeof *pt), *ds = xmalloc((size_t)T * sizeof *ds);
+  double *dK = xmalloc((size_t)(T * DQK) * sizeof *dK), *dV = xmalloc((size_t)(T * DV) * sizeof *dV);
+  for (long b = 0; b < a->B; b++)
+    for (long g = 0; g < a->HKV; g++) {
+      memset(dK, 0, (size_t)(T * DQK) * sizeof *dK);
+      memset(dV, 0, (size_t)(T * DV) * sizeof *dV);
+      double *K = attn_rows(a, k, 1, b, g);
+      for (long h = g * G; h < (g + 1) * G; h++) {
+        double *Q = attn_rows(a, q, 0, b, h);
+        for (long i = 0; i < T; i++) {
+          attn_bwd_row(a, Q, K, v, dout, lse, delta, b, h, i, s, pt, ds);
+          const float *dor = dout + (b * T + i) * a->H * DV + h * DV;
+          for (long j = 0; j <= i; j++) {
+            if (pt[j] == 0 && ds[j] == 0) continue;
+            for (long e = 0; e < DQK; e++) dK[j * DQK + e] += a->scale * ds[j] * Q[i * DQK + e];
+            for (long e = 0; e < DV; e++) dV[j * DV + e] += pt[j] * dor[e];
+          }
+        }
+        free(Q);
+      }
+      for (long j = 0; j < T; j++) {
+        if (a->ROPE) attn_rope(dK + j * DQK, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, j, 1);
+        float *kr = dk + (b * T + j) * a->LDK + a->KOFF + g * a->KHS, *vr = dv + (b * T + j) * a->LDV + a->VOFF + g * a->VHS;
+        for (long e = 0; e < DQK; e++) kr[e] = (float)dK[j * DQK + e];
+        for (long e = 0; e < DV; e++) vr[e] = (float)dV[j * DV + e];
+      }
+      free(K);
+    }
+  free(s); free(pt); free(ds); free(dK); free(dV);
+}
+
+/* dq_i = R_iᵀ Σ_j c·ds_ij·k̃_j */
+void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
+                     const float *lse, const float *delta, float *dq) {
+  long T = a->T, DQK = a->DQK;
+  double *s = xmalloc((size_t)T * sizeof *s), *pt = xmalloc((size_t)T * sizeof *pt), *ds = xmalloc((size_t)T * sizeof *ds);
+  double *acc = xmalloc((size_t)DQK * sizeof *acc);
+  for (long b = 0; b < a->B; b++)
+    for (long h = 0; h < a->H; h++) {
+      long g = h * a->HKV / a->H;
+      double *Q = attn_rows(a, q, 0, b, h), *K = attn_rows(a, k, 1, b, g);
+      for (long i = 0; i < T; i++) {
+        attn_bwd_row(a, Q, K, v, dout, lse, delta, b, h, i, s, pt, ds);
+        memset(acc, 0, (size_t)DQK * sizeof *acc);
+        for (long j = 0; j <= i; j++)
+          if (ds[j] != 0)
+            for (long e = 0; e < DQK; e++) acc[e] += a->scale * ds[j] * K[j * DQK + e];
+        if (a->ROPE) attn_rope(acc, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, i, 1);
+        float *qr = dq + (b * T + i) * a->LDQ + a->QOFF + h * a->QHS;
+        for (long e = 0; e < DQK; e++) qr[e] = (float)acc[e];
+      }
+      free(Q);
+      free(K);
+    }
+  free(s); free(pt); free(ds); free(acc);
 }

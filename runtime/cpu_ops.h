@@ -47,9 +47,70 @@ void cpu_embed_pos(const int32_t *tok, int pos, const float *wte, const float *w
 void cpu_attention_decode(const float *qkv, int pos, float *kcache, float *vcache, float *out, long B, long T,
                           long H, long d);
 
-/* partials[g] = Σ grads[i]² over chunk g = [g·⌈n/G⌉, (g+1)·⌈n/G⌉) ∩ [0, n) */
-void cpu_sumsq(const float *grads, float *partials, long n, long G);
-/* scal = {lr, 1−β1^t, 1−β2^t}; see docs/ir.md "Optimizer". */
+/* The optimizer over the arena range [lo, hi) (docs/ir.md "optrange"; {0, n} for the whole arena).
+ * partials[g] = Σ grads[i]² over chunk g = [lo + g·C, lo + (g+1)·C) ∩ [lo, hi), C = ⌈(hi−lo)/G⌉ */
+void cpu_sumsq(const float *grads, float *partials, long lo, long hi, long G);
+/* scal = {lr, 1−β1^t, 1−β2^t}; see docs/ir.md "Optimizer". Updates elements lo ≤ i < hi only;
+ * every array is indexed by the global arena index i. */
 void cpu_adamw(float *master, const float *grads, float *m, float *v, const float *scal, const float *partials,
-               long n, long n_decay, long G, float wd, float beta1, float beta2, float eps, float clip);
+               long lo, long hi, long n_decay, long G, float wd, float beta1, float beta2, float eps, float clip);
+/* ---- the model vocabulary of docs/ir_decoder.md ---- */
+
+/* Norms. rstd = 1/√(Σx²/C + eps), out = x·rstd·w */
+void cpu_rmsnorm(const float *x, const float *w, float *out, float *rstd, long N, long C, float eps);
+void cpu_add_rmsnorm(const float *a, const float *b, const float *w, float *sum, float *out, float *rstd, long N,
+                     long C, float eps);
+/* g = dout·w, x̂ = x·rstd: dx (+)= rstd·(g − x̂·mean_c(g·x̂)) */
+void cpu_rmsnorm_bwd(const float *dout, const float *x, const float *w, const float *rstd, float *dx, long N, long C,
+                     int acc);
+void cpu_rmsnorm_bwd_params(const float *dout, const float *x, const float *rstd, float *dw, long N, long C);
+/* DyT: out = w·tanh(α·x) + b (alpha points at the one-element α) */
+void cpu_dyt(const float *x, const float *alpha, const float *w, const float *b, float *out, long N, long C);
+void cpu_add_dyt(const float *a, const float *b, const float *alpha, const float *w, const float *bias, float *sum,
+                 float *out, long N, long C);
+void cpu_dyt_bwd(const float *dout, const float *x, const float *alpha, const float *w, float *dx, long N, long C,
+                 int acc);
+void cpu_dyt_bwd_params(const float *dout, const float *x, const float *alpha, float *dalpha, const float *w,
+                        float *dw, float *db, long N, long C);
+
+/* Activations. act 0 = gelu (tanh form), 1 = silu for glu. */
+void cpu_relu(const float *x, float *out, long n);
+void cpu_relu_bwd(const float *x, const float *dout, float *dx, long n, int acc);
+void cpu_silu(const float *x, float *out, long n);
+void cpu_silu_bwd(const float *x, const float *dout, float *dx, long n, int acc);
+void cpu_glu(const float *x, float *out, long N, long F, int act);
+void cpu_glu_bwd(const float *x, const float *dout, float *dx, long N, long F, int act);
+
+/* Dropout (docs/ir_decoder.md "Dropout"): the counter-based hash and the keep decision. */
+uint64_t mf_drop_hash(uint64_t seed, uint64_t stream, uint64_t ctr, uint64_t i);
+float mf_drop_uniform(uint64_t seed, uint64_t stream, uint64_t ctr, uint64_t i); /* (hash >> 40)·2^−24 */
+/* ctr = {seed, step·accum + micro} (the dropctr input of the micro-step) */
+void cpu_dropout(const float *x, const int32_t *ctr, float *out, long n, float p, long stream);
+void cpu_dropout_bwd(const float *dout, const int32_t *ctr, float *dx, long n, float p, long stream, int acc);
+
+/* out[i] = wte[tok[i]] */
+void cpu_embed_tok(const int32_t *tok, const float *wte, float *out, long N, long D);
+/* MLA: k[n, h] = [knope[n, h] ; krope[n]]; backward dknope = slices, dkrope[n] = Σ_h dk[n, h, dn:] */
+void cpu_mla_k(const float *knope, const float *krope, float *k, long N, long H, long dn, long dr);
+void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H, long dn, long dr);
+
+/* Generalised attention `attn` (docs/ir.md, templates/attention_gen.cuh): layouts, GQA, window +
+ * sinks, ALiBi, RoPE and attention-probability dropout. q/k/v rows are strided (LD*, *OFF, *HS);
+ * out/dout [B·T, H·DV]; lse/delta [B, H, T]. dq/dk/dv have the layouts of q/k/v and only their own
+ * columns are written. */
+typedef struct {
+  long B, T, H, HKV, DQK, DV, LDQ, LDK, LDV, QOFF, KOFF, VOFF, QHS, KHS, VHS, WINDOW, SINK, ALIBI, ROPE, ROPE_DIM;
+  float scale, rope_base, dropout;  /* dropout: the probability of dropping p_ij (0: none) */
+  long stream;                      /* dropout stream id */
+  const int32_t *ctr;               /* dropctr {seed, counter} of the micro-step; unused when dropout = 0 */
+} CpuAttn;
+double attn_alibi_slope(long h, long H);   /* m_h of the ALiBi paper (interpolated when H is no power of 2) */
+/* Rotate the last R dims of x[0..DQK) for position t (mode 1 half-split, 2 adjacent); inverse = 1 applies Rᵀ. */
+void attn_rope(double *x, long DQK, long R, int mode, float base, long t, int inverse);
+void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse);
+void cpu_attn_bwd_pre(const float *out, const float *dout, float *delta, long B, long T, long H, long DV);
+void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
+                       const float *lse, const float *delta, float *dk, float *dv);
+void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
+                     const float *lse, const float *delta, float *dq);
 #endif

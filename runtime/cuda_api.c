@@ -117,6 +117,8 @@ int cuda_load(char *err, size_t errlen) {
   LOAD(h, d.EventElapsedTime, "cuEventElapsedTime_v2", "cuEventElapsedTime", what);
   LOAD(h, d.EventSynchronize, "cuEventSynchronize", NULL, what);
   LOAD(h, d.EventDestroy, "cuEventDestroy_v2", NULL, what);
+  LOAD(h, d.StreamWaitEvent, "cuStreamWaitEvent", NULL, what);
+  LOAD(h, d.StreamQuery, "cuStreamQuery", NULL, what);
 
   CUresult r = d.Init(0);
   if (r != CUDA_SUCCESS) {

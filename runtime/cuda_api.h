@@ -63,6 +63,8 @@ typedef struct {
   PFN_cuEventElapsedTime_v2000 EventElapsedTime;     /* cuEventElapsedTime_v2, else cuEventElapsedTime */
   PFN_cuEventSynchronize_v2000 EventSynchronize;
   PFN_cuEventDestroy_v4000 EventDestroy;             /* cuEventDestroy_v2 */
+  PFN_cuStreamWaitEvent_v3020 StreamWaitEvent;       /* several GPUs: fork/join of the comm stream */
+  PFN_cuStreamQuery_v2000 StreamQuery;               /* several GPUs: the watchdog's wait */
 } CudaDriver;
 
 /* cuBLASLt entry points (prototypes as in cublasLt.h). */

@@ -10,13 +10,32 @@
  * the pinned staging when the graph runs, so step() refreshes the staging (after waiting for the
  * previous step, which may still be reading it) and then launches.
  *
- * Environment: LOCAL_RANK = device index (default 0); MF_NO_GRAPH=1 runs the step's ops directly
+ * Several GPUs (dist.h, one process per GPU): each rank runs the same step on its own batches; the
+ * f32 gradients are averaged over the ranks with NCCL inside the same captured graph. Plain data
+ * parallelism all-reduces the grads arena in buckets (dp_plan.h) on a second stream, each as soon
+ * as the last micro-step's backward pass has finished writing it (fork/join through events), so
+ * the reduction overlaps the rest of the backward pass; every rank then runs the identical
+ * optimizer on identical gradients. ZeRO-1 (--zero 1) keeps master, m and v only for this rank's
+ * shard [lo, hi) of the arena: after the backward pass one in-place reduce-scatter leaves the
+ * averaged shard in grads[lo, hi); sumsq covers the shard and its partial sums are all-reduced (so
+ * every rank clips with the global norm); AdamW updates the shard (the kernels read [lo, hi) from
+ * the optrange input, and master/m/v are passed as base − lo so that global index i lands in the
+ * shard allocation); an in-place all-gather then gives every rank all bf16 params. The loss is
+ * averaged too, so every rank reports the global mean. Waits poll the stream, NCCL's asynchronous
+ * error and the peers (dist_peer_lost) with a time limit instead of blocking, so a dead or failed
+ * peer stops this rank with a message rather than a hang.
+ *
+ * Environment: LOCAL_RANK = device index (default 0; with several ranks the launcher's local
+ * rank, or device 0 when only one GPU is visible); MF_NO_GRAPH=1 runs the step's ops directly
  * instead of through the graph; MF_SYNC_OPS=1 synchronizes after every directly-run op and names
  * the op that failed; MF_LT_ANY_REDUCTION=1 lets cuBLASLt pick split-K algorithms of any
  * reduction scheme (by default those reducing in fp32 are asked for first). */
 #define _POSIX_C_SOURCE 200809L
 #include "backend.h"
 #include "cuda_api.h"
+#include "dist.h"
+#include "dp_plan.h"
+#include "nccl_api.h"
 #include "util.h"
 #include <errno.h>
 #include <math.h>
@@ -26,6 +45,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
 
 #define WORKSPACE_BYTES ((size_t)64 << 20) /* cuBLASLt workspace, shared: one stream */
 #define NSCAL 8
@@ -64,6 +86,20 @@ typedef struct {
   OpExec *ox;
   CUgraphExec exec;
   int use_graph, sync_ops, capturing;
+  int opt_in;                                     /* the optrange input, or -1 */
+  /* several GPUs (dist.h); comm is NULL with one */
+  int world, rank, zero;
+  MfNcclComm comm;
+  CUstream cstream;                               /* the gradient buckets' all-reduces */
+  int nbucket;
+  GradBucket *bucket;                             /* in launch order (dp_plan.h) */
+  CUevent *bev, ev_fork, ev_join;
+  long shard_S, shard_lo, shard_hi;               /* ZeRO-1: this rank's [lo, hi); else [0, n) */
+  long grads_elems;                               /* grads and bf16 params allocations (padded to world·S) */
+  float *gath[3];                                 /* ZeRO-1: gathered master, m, v (host) */
+  long gathered_at, nstep;                        /* the step count at the gather; steps launched */
+  double wait_limit;                              /* seconds the next wait on the stream may take */
+  double step_t0, slowest;                        /* launch of an ordinary step; the longest one so far */
 } Gpu;
 
 /* ---------------------------------------------------------------- small helpers */
@@ -112,10 +148,11 @@ static CUdeviceptr ref_dev(Gpu *g, const Ref *r, int micro, DType *dt, long *num
     else { t = DT_F32; d = g->grads + (CUdeviceptr)p->params[r->idx].offset * 4; }
     break;
   case REF_PARAMS: t = DT_BF16; n = p->param_elems; d = g->params; break;
-  case REF_MASTER: n = p->param_elems; d = g->master; break;
+  /* under ZeRO-1 these hold the shard [lo, hi) only: base − lo puts global index i in the shard */
+  case REF_MASTER: n = p->param_elems; d = g->master - (CUdeviceptr)g->shard_lo * 4; break;
   case REF_GRADS: n = p->param_elems; d = g->grads; break;
-  case REF_ADAM_M: n = p->param_elems; d = g->adam_m; break;
-  case REF_ADAM_V: n = p->param_elems; d = g->adam_v; break;
+  case REF_ADAM_M: n = p->param_elems; d = g->adam_m - (CUdeviceptr)g->shard_lo * 4; break;
+  case REF_ADAM_V: n = p->param_elems; d = g->adam_v - (CUdeviceptr)g->shard_lo * 4; break;
   case REF_SCAL: n = NSCAL; d = g->scal; break;
   case REF_LOSS: n = 1; d = g->loss; break;
   case REF_PARTIALS: n = g->npartials; d = g->partials; break;
@@ -150,6 +187,138 @@ static void op_lt(const Op *op, const char *what, cublasStatus_t s) {
   char b[256];
   snprintf(b, sizeof b, "%s (%s)", lt.GetStatusName(s), lt.GetStatusString(s));
   op_fail(op, what, b);
+}
+
+/* ---------------------------------------------------------------- several GPUs: waits */
+
+/* Stop this rank: abort the communicator (it stops NCCL kernels still waiting for a dead peer),
+ * say why on stderr and exit. The watchdog bounds the abort itself. */
+static _Noreturn void dist_fail(Gpu *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static _Noreturn void dist_fail(Gpu *g, const char *fmt, ...) {
+  char why[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  fflush(stdout);
+  fprintf(stderr, "runtime: rank %d: %s; stopping\n", g->rank, why);
+  fflush(stderr);
+  dist_watch_arm(15, "ncclCommAbort after a failure");
+  if (g->comm) nccl.CommAbort(g->comm);
+  _exit(1);
+}
+
+static long step_no(Gpu *g) { return dist_step() > 0 ? dist_step() : g->nstep; }
+
+/* Wait until the stream is idle, polling instead of blocking: a collective whose peer died never
+ * completes. Fails on a CUDA error, an NCCL asynchronous error, a lost peer (checked every
+ * millisecond), or after `limit` s. The first 0.1 s spin with sched_yield, as cuStreamSynchronize
+ * spins, so the end of a step is seen at once; longer waits (rank 0 evaluating) sleep 1 ms a turn. */
+static void dist_wait(Gpu *g, double limit) {
+  double t0 = now_sec(), next_check = t0;
+  for (;;) {
+    CUresult r = cu.StreamQuery(g->stream);
+    if (r == CUDA_SUCCESS) break;
+    char b[512];
+    if (r != CUDA_ERROR_NOT_READY) dist_fail(g, "CUDA error in step %ld: %s", step_no(g), cu_result_str(r, b, sizeof b));
+    double now = now_sec();
+    if (now >= next_check) {
+      next_check = now + 1e-3;
+      int ae = MF_NCCL_SUCCESS;
+      if (nccl.CommGetAsyncError(g->comm, &ae) == MF_NCCL_SUCCESS && ae != MF_NCCL_SUCCESS && ae != MF_NCCL_IN_PROGRESS)
+        dist_fail(g, "NCCL error in step %ld: %s (a peer rank may have died)", step_no(g),
+                  nccl_result_str(ae, g->comm, b, sizeof b));
+      if (dist_peer_lost(b, sizeof b)) dist_fail(g, "%s during step %ld", b, step_no(g));
+      if (now - t0 > limit)
+        dist_fail(g, "NCCL timeout in step %ld: not finished after %.0f s (a peer rank may have died or hung; "
+                  "MF_DIST_TIMEOUT, MF_DIST_INIT_TIMEOUT, MF_DIST_SLOW_TIMEOUT)", step_no(g), limit);
+    }
+    if (now - t0 < 0.1) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (g->step_t0 > 0) { /* an ordinary step just finished: how long it took */
+    double took = now_sec() - g->step_t0;
+    if (took > g->slowest) g->slowest = took;
+    g->step_t0 = 0;
+  }
+  g->wait_limit = dist_timeout();
+}
+
+/* Wait for the stream: plainly with one GPU, through the watchdog with several. */
+static void sync_stream(Gpu *g) {
+  if (g->comm) dist_wait(g, g->wait_limit);
+  else CU_CHECK(cu.StreamSynchronize(g->stream));
+}
+
+static void nccl_ck(Gpu *g, const char *what, int r) {
+  if (r == MF_NCCL_SUCCESS) return;
+  char b[512];
+  dist_fail(g, "%s failed in step %ld: %s", what, step_no(g), nccl_result_str(r, g->comm, b, sizeof b));
+}
+
+static void *dptr(CUdeviceptr d) { return (void *)(uintptr_t)d; }
+
+/* ---------------------------------------------------------------- several GPUs: collectives */
+
+/* Plain data parallelism: bucket k of the grads arena is final (its last writer has run on the
+ * main stream): fork the comm stream off here and average the bucket over the ranks there. */
+static void launch_bucket(Gpu *g, int k) {
+  const GradBucket *bk = &g->bucket[k];
+  CU_CHECK(cu.EventRecord(g->bev[k], g->stream));
+  CU_CHECK(cu.StreamWaitEvent(g->cstream, g->bev[k], 0));
+  CUdeviceptr d = g->grads + (CUdeviceptr)bk->lo * 4;
+  nccl_ck(g, "ncclAllReduce of a gradient bucket",
+          nccl.AllReduce(dptr(d), dptr(d), (size_t)(bk->hi - bk->lo), MF_NCCL_FLOAT32, MF_NCCL_AVG, g->comm, g->cstream));
+}
+
+/* The loss is final after the last micro-step's forward pass: average it on the comm stream. */
+static void launch_loss(Gpu *g) {
+  CU_CHECK(cu.EventRecord(g->ev_fork, g->stream));
+  CU_CHECK(cu.StreamWaitEvent(g->cstream, g->ev_fork, 0));
+  nccl_ck(g, "ncclAllReduce of the loss",
+          nccl.AllReduce(dptr(g->loss), dptr(g->loss), 1, MF_NCCL_FLOAT32, MF_NCCL_AVG, g->comm, g->cstream));
+}
+
+/* After the last backward op: plain DP launches the buckets not launched yet (from `next`) and
+ * joins the comm stream back; ZeRO-1 reduce-scatters the arena in place (rank r's averaged shard
+ * lands in grads[lo, hi)) and averages the loss, on the main stream. */
+static void after_backward(Gpu *g, int next) {
+  if (!g->zero) {
+    while (next < g->nbucket) launch_bucket(g, next++);
+    CU_CHECK(cu.EventRecord(g->ev_join, g->cstream));
+    CU_CHECK(cu.StreamWaitEvent(g->stream, g->ev_join, 0));
+    return;
+  }
+  CUdeviceptr shard = g->grads + (CUdeviceptr)g->shard_lo * 4;
+  nccl_ck(g, "ncclReduceScatter of the gradients",
+          nccl.ReduceScatter(dptr(g->grads), dptr(shard), (size_t)g->shard_S, MF_NCCL_FLOAT32, MF_NCCL_AVG, g->comm,
+                             g->stream));
+  nccl_ck(g, "ncclAllReduce of the loss",
+          nccl.AllReduce(dptr(g->loss), dptr(g->loss), 1, MF_NCCL_FLOAT32, MF_NCCL_AVG, g->comm, g->stream));
+}
+
+/* ZeRO-1: the shards' partial sums of squares add up to the global ones (every rank clips alike). */
+static void reduce_partials(Gpu *g) {
+  nccl_ck(g, "ncclAllReduce of the gradient-norm partials",
+          nccl.AllReduce(dptr(g->partials), dptr(g->partials), (size_t)g->npartials, MF_NCCL_FLOAT32, MF_NCCL_SUM,
+                         g->comm, g->stream));
+}
+
+/* ZeRO-1: every rank updated the bf16 params of its shard; gather them all, in place. */
+static void gather_params(Gpu *g) {
+  CUdeviceptr mine = g->params + (CUdeviceptr)g->shard_lo * 2;
+  nccl_ck(g, "ncclAllGather of the params",
+          nccl.AllGather(dptr(mine), dptr(g->params), (size_t)g->shard_S, MF_NCCL_BFLOAT16, g->comm, g->stream));
+}
+
+static int writes_partials(const Op *op) {
+  for (int k = 0; k < op->nref; k++)
+    if (op->ref[k].out && op->ref[k].kind == REF_PARTIALS) return 1;
+  return 0;
 }
 
 /* ---------------------------------------------------------------- execution */
@@ -202,35 +371,55 @@ static void enqueue_uploads(Gpu *g) {
 /* For the op-by-op paths (run_op, read_ref ...): bring the device inputs up to date. */
 static void flush_uploads(Gpu *g) {
   if (!g->dirty) return;
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
   stage_inputs(g);
   enqueue_uploads(g);
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
   g->dirty = 0;
 }
 
 /* Everything one optimizer step does, enqueued on the stream (captured, or run directly). */
 static void enqueue_step(Gpu *g) {
   const Plan *p = g->p;
-  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)p->param_elems, g->stream));
+  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)g->grads_elems, g->stream));
   CU_CHECK(cu.MemsetD32Async(g->loss, 0, 1, g->stream));
   enqueue_uploads(g);
+  int next = 0; /* several GPUs, plain DP: the next bucket to launch (only in the last micro-step) */
   for (int m = 0; m < g->accum; m++) {
+    int last = m == g->accum - 1, dp = g->comm && !g->zero && last;
     for (int i = 0; i < p->nop; i++)
       if (p->ops[i].phase == PH_FWD) exec_op(g, i, m);
+    if (dp) launch_loss(g);
     for (int i = 0; i < p->nop; i++)
-      if (p->ops[i].phase == PH_BWD) exec_op(g, i, m);
+      if (p->ops[i].phase == PH_BWD) {
+        exec_op(g, i, m);
+        while (dp && next < g->nbucket && g->bucket[next].after_op <= i) launch_bucket(g, next++);
+      }
   }
+  if (g->comm) after_backward(g, next);
   for (int i = 0; i < p->nop; i++)
-    if (p->ops[i].phase == PH_OPT) exec_op(g, i, 0);
+    if (p->ops[i].phase == PH_OPT) {
+      exec_op(g, i, 0);
+      if (g->zero && writes_partials(&p->ops[i])) reduce_partials(g);
+    }
+  if (g->zero) gather_params(g);
 }
 
 static void gpu_step(Backend *bk) {
   Gpu *g = (Gpu *)bk;
   /* the previous step may still be reading the pinned staging */
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
   stage_inputs(g);
   g->dirty = 0;
+  g->nstep++;
+  if (g->comm) {
+    /* longer for the first step and after rank 0's own work; never under 5× the slowest ordinary
+     * step, so long steps (much accumulation, big models) are not mistaken for a hang */
+    int ordinary;
+    double lim = dist_step_timeout(&ordinary);
+    g->wait_limit = lim > 5 * g->slowest ? lim : 5 * g->slowest;
+    g->step_t0 = ordinary ? now_sec() : 0;
+  }
   if (!g->use_graph) {
     enqueue_step(g);
     return;
@@ -250,9 +439,9 @@ static void gpu_step(Backend *bk) {
 
 static void gpu_zero_grads(Backend *bk) {
   Gpu *g = (Gpu *)bk;
-  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)g->p->param_elems, g->stream));
+  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)g->grads_elems, g->stream));
   CU_CHECK(cu.MemsetD32Async(g->loss, 0, 1, g->stream));
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
 }
 
 static void gpu_run_op(Backend *bk, const Op *op, int micro) {
@@ -269,7 +458,7 @@ static void gpu_run_op(Backend *bk, const Op *op, int micro) {
 
 static void gpu_sync(Backend *bk) {
   Gpu *g = (Gpu *)bk;
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
 }
 
 /* ---------------------------------------------------------------- data in and out */
@@ -279,14 +468,27 @@ static void gpu_sync(Backend *bk) {
 static void upload(Gpu *g, CUdeviceptr dst, const void *src, size_t bytes) {
   if (!bytes) return;
   CU_CHECK(cu.MemcpyHtoDAsync(dst, src, bytes, g->stream));
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
 }
 
 static void download(Gpu *g, void *dst, CUdeviceptr src, size_t bytes) {
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
   if (!bytes) return;
   CU_CHECK(cu.MemcpyDtoHAsync(dst, src, bytes, g->stream));
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
+}
+
+/* The f32 arrays master, m, v: whole on one GPU and in plain DP, the shard [lo, hi) under ZeRO-1
+ * (the host side always passes whole arrays). */
+static void upload_state(Gpu *g, CUdeviceptr dst, const float *whole) {
+  upload(g, dst, whole + g->shard_lo, (size_t)(g->shard_hi - g->shard_lo) * 4);
+}
+
+/* ZeRO-1: get_master/get_opt_state read the host copy gather_state made after the last step. */
+static const float *gathered(Gpu *g, int k, const char *what) {
+  if (!g->gath[k] || g->gathered_at != g->nstep)
+    fatal("%s under ZeRO-1 needs gather_state first (a collective of every rank, after the step)", what);
+  return g->gath[k];
 }
 
 static void gpu_set_master(Backend *bk, const float *master) {
@@ -294,15 +496,18 @@ static void gpu_set_master(Backend *bk, const float *master) {
   size_t n = (size_t)g->p->param_elems;
   uint16_t *h = xmalloc(n * 2);
   for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(master[i]);
-  CU_CHECK(cu.StreamSynchronize(g->stream));
-  upload(g, g->master, master, n * 4);
+  sync_stream(g);
+  upload_state(g, g->master, master);
   upload(g, g->params, h, n * 2);
   free(h);
+  g->gathered_at = -1;
 }
 
 static void gpu_get_master(Backend *bk, float *out) {
   Gpu *g = (Gpu *)bk;
-  download(g, out, g->master, (size_t)g->p->param_elems * 4);
+  size_t n = (size_t)g->p->param_elems;
+  if (g->zero) memcpy(out, gathered(g, 0, "get_master"), n * 4);
+  else download(g, out, g->master, n * 4);
 }
 
 static void gpu_get_grads(Backend *bk, float *out) {
@@ -312,15 +517,40 @@ static void gpu_get_grads(Backend *bk, float *out) {
 
 static void gpu_set_opt_state(Backend *bk, const float *m, const float *v) {
   Gpu *g = (Gpu *)bk;
-  CU_CHECK(cu.StreamSynchronize(g->stream));
-  upload(g, g->adam_m, m, (size_t)g->p->param_elems * 4);
-  upload(g, g->adam_v, v, (size_t)g->p->param_elems * 4);
+  sync_stream(g);
+  upload_state(g, g->adam_m, m);
+  upload_state(g, g->adam_v, v);
+  g->gathered_at = -1;
 }
 
 static void gpu_get_opt_state(Backend *bk, float *m, float *v) {
   Gpu *g = (Gpu *)bk;
-  download(g, m, g->adam_m, (size_t)g->p->param_elems * 4);
-  download(g, v, g->adam_v, (size_t)g->p->param_elems * 4);
+  size_t n = (size_t)g->p->param_elems;
+  if (g->zero) {
+    memcpy(m, gathered(g, 1, "get_opt_state"), n * 4);
+    memcpy(v, gathered(g, 2, "get_opt_state"), n * 4);
+    return;
+  }
+  download(g, m, g->adam_m, n * 4);
+  download(g, v, g->adam_v, n * 4);
+}
+
+/* ZeRO-1 (backend.h gather_state): all-gather master, m and v shard by shard through the grads
+ * arena (free between steps: the next step zeroes it first) and keep them on the host. */
+static void gpu_gather_state(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  size_t n = (size_t)g->p->param_elems;
+  CUdeviceptr src[3] = {g->master, g->adam_m, g->adam_v};
+  dist_wait(g, dist_slow_timeout()); /* rank 0 may be evaluating before it gets here */
+  for (int k = 0; k < 3; k++) {
+    if (!g->gath[k]) g->gath[k] = xmalloc(n * 4);
+    nccl_ck(g, "ncclAllGather of the optimizer state",
+            nccl.AllGather(dptr(src[k]), dptr(g->grads), (size_t)g->shard_S, MF_NCCL_FLOAT32, g->comm, g->stream));
+    dist_wait(g, dist_slow_timeout());
+    CU_CHECK(cu.MemcpyDtoHAsync(g->gath[k], g->grads, n * 4, g->stream));
+    sync_stream(g);
+  }
+  g->gathered_at = g->nstep;
 }
 
 /* Host inputs of one micro-step; tokidx (docs/ir.md) is derived from the tokens here. */
@@ -344,9 +574,20 @@ static void gpu_set_batch(Backend *bk, int micro, const int32_t *tokens, const i
   g->dirty = 1;
 }
 
+/* Also the dropout counter input (docs/ir_decoder.md): micro-step m gets {seed, step·accum + m}
+ * from scal[3] (step) and scal[4] (seed); uploaded with the other host inputs. */
 static void gpu_set_scalars(Backend *bk, const float *scal) {
   Gpu *g = (Gpu *)bk;
   memcpy(g->scal_host, scal, sizeof g->scal_host);
+  int id = plan_input(g->p, "dropctr");
+  if (id >= 0) {
+    if (g->in_numel[id] != 2) fatal("%s: input dropctr must have 2 elements", g->p->path);
+    long step = lrintf(scal[3]), seed = lrintf(scal[4]);
+    for (long m = 0; m < g->accum; m++) {
+      g->in_host[id][2 * m] = (int32_t)seed;
+      g->in_host[id][2 * m + 1] = (int32_t)(step * g->accum + m);
+    }
+  }
   g->dirty = 1;
 }
 
@@ -367,10 +608,17 @@ static double gpu_read_grad_norm(Backend *bk) {
   return sqrt(s);
 }
 
+/* Under ZeRO-1 master, m and v are shards: the whole-arena refs cannot be read or written. */
+static void no_shard_ref(Gpu *g, const Ref *r, const char *what) {
+  if (g->zero && (r->kind == REF_MASTER || r->kind == REF_ADAM_M || r->kind == REF_ADAM_V))
+    fatal("%s: master, adam_m and adam_v are sharded under ZeRO-1", what);
+}
+
 static void gpu_read_ref(Backend *bk, const Ref *r, int micro, float *out, long n) {
   Gpu *g = (Gpu *)bk;
   DType dt;
   long have;
+  no_shard_ref(g, r, "read_ref");
   flush_uploads(g);
   CUdeviceptr d = ref_dev(g, r, micro, &dt, &have);
   if (n < 0 || n > have) fatal("read_ref: %ld elements asked of a ref holding %ld", n, have);
@@ -393,6 +641,7 @@ static void gpu_write_ref(Backend *bk, const Ref *r, int micro, const float *in,
   Gpu *g = (Gpu *)bk;
   DType dt;
   long have;
+  no_shard_ref(g, r, "write_ref");
   CUdeviceptr d = ref_dev(g, r, micro, &dt, &have);
   if (n < 0 || n > have) fatal("write_ref: %ld elements given for a ref holding %ld", n, have);
   if (r->kind == REF_INPUT) {
@@ -409,7 +658,7 @@ static void gpu_write_ref(Backend *bk, const Ref *r, int micro, const float *in,
     flush_uploads(g);
     return;
   }
-  CU_CHECK(cu.StreamSynchronize(g->stream));
+  sync_stream(g);
   if (dt == DT_F32) {
     upload(g, d, in, (size_t)n * 4);
   } else if (dt == DT_BF16) {
@@ -430,7 +679,26 @@ static void gpu_write_ref(Backend *bk, const Ref *r, int micro, const float *in,
 static void gpu_destroy(Backend *bk) {
   Gpu *g = (Gpu *)bk;
   if (!g) return;
+  if (g->comm) {
+    /* a barrier (a one-float all-reduce) so that no rank tears its communicator down while another
+     * still uses it; then the communicator, under the watchdog */
+    nccl_ck(g, "ncclAllReduce (final barrier)",
+            nccl.AllReduce(dptr(g->loss), dptr(g->loss), 1, MF_NCCL_FLOAT32, MF_NCCL_SUM, g->comm, g->stream));
+    dist_wait(g, dist_slow_timeout());
+    dist_watch_arm(60, "ncclCommDestroy");
+    nccl.CommDestroy(g->comm);
+    dist_watch_disarm();
+    g->comm = NULL;
+  }
   if (g->stream) cu.StreamSynchronize(g->stream);
+  if (g->cstream) cu.StreamDestroy(g->cstream);
+  for (int k = 0; k < g->nbucket && g->bev; k++)
+    if (g->bev[k]) cu.EventDestroy(g->bev[k]);
+  if (g->ev_fork) cu.EventDestroy(g->ev_fork);
+  if (g->ev_join) cu.EventDestroy(g->ev_join);
+  free(g->bev);
+  free(g->bucket);
+  for (int k = 0; k < 3; k++) free(g->gath[k]);
   if (g->exec) cu.GraphExecDestroy(g->exec);
   if (g->ox) {
     for (int i = 0; i < g->p->nop; i++) {
@@ -702,6 +970,57 @@ static int dalloc(CUdeviceptr *d, size_t bytes, const char *what, char *err, siz
   return 0;
 }
 
+/* Rank 0's NCCL id, handed to the others by dist_bootstrap. */
+static void make_nccl_id(unsigned char blob[DIST_BLOB_BYTES], void *ctx) {
+  (void)ctx;
+  char b[512];
+  int r = nccl.GetUniqueId((MfNcclId *)(void *)blob);
+  if (r != MF_NCCL_SUCCESS) fatal("rank 0: ncclGetUniqueId failed: %s", nccl_result_str(r, NULL, b, sizeof b));
+}
+
+/* Several GPUs: the NCCL communicator (id from rank 0 through dist_bootstrap), the comm stream,
+ * the buckets and their events; then every collective of the step runs once outside the graph on
+ * the all-zero buffers — NCCL connects its channels lazily, which must not happen during capture,
+ * and a broken communicator fails here, before training. */
+static void dist_setup(Gpu *g, char *info, size_t infolen) {
+  _Static_assert(sizeof(MfNcclId) == DIST_BLOB_BYTES, "the NCCL id is the bootstrap blob");
+  char e[1024];
+  if (nccl_load(e, sizeof e)) fatal("rank %d: %s", g->rank, e);
+  MfNcclId id;
+  const char *how = dist_bootstrap((unsigned char *)(void *)&id, make_nccl_id, g);
+  dist_watch_arm(dist_init_timeout(), "NCCL communicator init (ncclCommInitRank)");
+  int r = nccl.CommInitRank(&g->comm, g->world, id, g->rank);
+  dist_watch_disarm();
+  if (r != MF_NCCL_SUCCESS) fatal("rank %d: ncclCommInitRank failed: %s", g->rank, nccl_result_str(r, NULL, e, sizeof e));
+  dist_bootstrap_done();
+  CU_CHECK(cu.StreamCreate(&g->cstream, CU_STREAM_NON_BLOCKING));
+  CU_CHECK(cu.EventCreate(&g->ev_fork, CU_EVENT_DISABLE_TIMING));
+  CU_CHECK(cu.EventCreate(&g->ev_join, CU_EVENT_DISABLE_TIMING));
+  if (!g->zero) {
+    g->bucket = dp_buckets(g->p, dp_bucket_target(), &g->nbucket);
+    g->bev = xcalloc((size_t)(g->nbucket > 0 ? g->nbucket : 1), sizeof *g->bev);
+    for (int k = 0; k < g->nbucket; k++) CU_CHECK(cu.EventCreate(&g->bev[k], CU_EVENT_DISABLE_TIMING));
+    launch_loss(g);
+    after_backward(g, 0);
+  } else {
+    after_backward(g, 0);
+    reduce_partials(g);
+    gather_params(g);
+  }
+  dist_wait(g, dist_init_timeout());
+  int v = nccl.version;
+  snprintf(info, infolen, "; rank %d of %d (%s, NCCL id via %s), NCCL %d.%d.%d, %s", g->rank, g->world,
+           dist_env()->launcher, how, v / 10000, v / 100 % 100, v % 100,
+           g->zero ? "ZeRO-1 shard" : "data parallel");
+  if (g->zero) {
+    size_t k = strlen(info);
+    snprintf(info + k, infolen - k, " [%ld, %ld) of %ld", g->shard_lo, g->shard_hi, g->p->param_elems);
+  } else {
+    size_t k = strlen(info);
+    snprintf(info + k, infolen - k, ", %d gradient buckets", g->nbucket);
+  }
+}
+
 Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t errlen) {
   if (cuda_load(err, errlen) != 0) return NULL;
   int count = 0;
@@ -712,9 +1031,19 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
            r != CUDA_SUCCESS ? cu_result_str(r, b, sizeof b) : "cuDeviceGetCount = 0");
     return NULL;
   }
-  int dev = 0;
+  int dev = 0, world = dist_world(), rank = dist_rank();
   const char *lr = getenv("LOCAL_RANK");
-  if (lr && *lr) {
+  if (world > 1) {
+    /* one GPU per rank: the launcher's local rank, or the only GPU this process sees (a launcher
+     * that sets CUDA_VISIBLE_DEVICES per rank) */
+    int l = dist_local_rank();
+    if (count > 1 && l >= count) {
+      seterr(err, errlen, "rank %d: local rank %d has no GPU (this host shows %d): start at most %d ranks per host",
+             rank, l, count, count);
+      return NULL;
+    }
+    dev = count == 1 ? 0 : l;
+  } else if (lr && *lr) {
     char *end;
     long v = strtol(lr, &end, 10);
     if (*end || v < 0 || v >= count) {
@@ -727,7 +1056,12 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   Gpu *g = xcalloc(1, sizeof *g);
   g->p = p;
   g->dev = dev;
-  g->tok_in = g->tgt_in = g->tokidx_in = -1;
+  g->tok_in = g->tgt_in = g->tokidx_in = g->opt_in = -1;
+  g->world = world;
+  g->rank = rank;
+  g->zero = dist_zero();
+  g->wait_limit = dist_timeout();
+  g->gathered_at = -1;
   CUdevice d;
   CU_CHECK(cu.DeviceGet(&d, dev));
   g->dev = d;
@@ -781,22 +1115,33 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
     if (!strcmp(in->name, "tokens")) { g->tok_in = i; want = g->N; }
     else if (!strcmp(in->name, "targets")) { g->tgt_in = i; want = g->N; }
     else if (!strcmp(in->name, "tokidx")) { g->tokidx_in = i; want = 2 * g->N + 2; }
+    else if (!strcmp(in->name, "optrange")) { g->opt_in = i; want = 4; }
     if (want >= 0 && in->numel != want)
       fatal("%s: input %s has %ld elements per micro-step, expected %ld", p->path, in->name,
             in->numel, want);
   }
   if (g->tokidx_in >= 0 && g->tok_in < 0) fatal("%s: input tokidx needs input tokens", p->path);
 
+  /* the optimizer's range (optrange, docs/ir.md): the whole arena, or this rank's ZeRO-1 shard;
+   * under ZeRO-1 the grads and params arenas are padded to world·S for the reduce-scatter and the
+   * all-gather, and master, m, v hold S elements */
+  g->shard_S = g->grads_elems = g->shard_hi = p->param_elems;
+  g->shard_lo = 0;
+  if (g->zero) {
+    dp_shard(p->param_elems, world, rank, &g->shard_S, &g->shard_lo, &g->shard_hi);
+    g->grads_elems = g->shard_S * world;
+  }
+
   /* device memory */
-  size_t pe = (size_t)p->param_elems, planned = 0;
-  struct { CUdeviceptr *d; size_t bytes; const char *what; } al[16];
+  size_t planned = 0, ge = (size_t)g->grads_elems, se = (size_t)g->shard_S;
+  struct { CUdeviceptr *d; size_t bytes; const char *what; } al[24];
   int na = 0;
 #define ADD(ptr, nbytes, name) (al[na].d = (ptr), al[na].bytes = (nbytes), al[na].what = (name), na++)
-  ADD(&g->params, pe * 2, "params (bf16)");
-  ADD(&g->master, pe * 4, "master (f32)");
-  ADD(&g->grads, pe * 4, "grads (f32)");
-  ADD(&g->adam_m, pe * 4, "adam_m (f32)");
-  ADD(&g->adam_v, pe * 4, "adam_v (f32)");
+  ADD(&g->params, ge * 2, "params (bf16)");
+  ADD(&g->master, se * 4, g->zero ? "master shard (f32)" : "master (f32)");
+  ADD(&g->grads, ge * 4, "grads (f32)");
+  ADD(&g->adam_m, se * 4, g->zero ? "adam_m shard (f32)" : "adam_m (f32)");
+  ADD(&g->adam_v, se * 4, g->zero ? "adam_v shard (f32)" : "adam_v (f32)");
   ADD(&g->acts, (size_t)p->act_bytes, "activations");
   for (int i = 0; i < p->ninput; i++)
     ADD(&g->input[i], (size_t)(g->in_numel[i] * g->accum) * 4, p->inputs[i].name);
@@ -825,6 +1170,13 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
     memset(pin, 0, bytes);
     g->in_pinned[i] = pin;
   }
+  if (g->opt_in >= 0) /* 64-bit lo, hi as int32 words, low then high (docs/ir.md "optrange") */
+    for (int m = 0; m < g->accum; m++) {
+      int32_t *w = g->in_host[g->opt_in] + 4 * m;
+      uint64_t lo = (uint64_t)g->shard_lo, hi = (uint64_t)g->shard_hi;
+      w[0] = (int32_t)(uint32_t)lo, w[1] = (int32_t)(uint32_t)(lo >> 32);
+      w[2] = (int32_t)(uint32_t)hi, w[3] = (int32_t)(uint32_t)(hi >> 32);
+    }
   void *spin;
   CU_CHECK(cu.MemHostAlloc(&spin, sizeof g->scal_host, 0));
   memset(spin, 0, sizeof g->scal_host);
@@ -837,6 +1189,15 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   for (int i = 0; i < p->nop; i++) {
     const Op *op = &p->ops[i];
     for (int k = 0; k < op->nref; k++) ref_dev(g, &op->ref[k], 0, NULL, NULL); /* validate */
+    /* ZeRO-1: an op touching the sharded state or the norm partials must confine itself to the
+     * shard through a range ref (optrange), or it would run over the whole arena */
+    for (int k = 0; g->zero && k < op->nref; k++) {
+      RefKind rk = op->ref[k].kind;
+      if ((rk == REF_MASTER || rk == REF_ADAM_M || rk == REF_ADAM_V || (rk == REF_PARTIALS && op->ref[k].out)) &&
+          !op_ref(op, "range"))
+        fatal("%s:%d: op %d (%s) has no range ref (optrange): --zero 1 needs a plan from a gen that emits one",
+              p->path, op->line, op->idx, op->kind);
+    }
     if (!strcmp(op->kind, "matmul")) setup_matmul(g, i);
     else setup_kernel(g, i, smem_optin);
   }
@@ -848,6 +1209,9 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
       exec_op(g, i, 0);
       op_cu(&p->ops[i], "first matmul run", cu.StreamSynchronize(g->stream));
     }
+
+  char distinfo[256] = "";
+  if (world > 1) dist_setup(g, distinfo, sizeof distinfo);
 
   const char *ng = getenv("MF_NO_GRAPH"), *so = getenv("MF_SYNC_OPS");
   g->use_graph = !(ng && *ng && strcmp(ng, "0"));
@@ -873,14 +1237,15 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   g->b.read_grad_norm = gpu_read_grad_norm;
   g->b.read_ref = gpu_read_ref;
   g->b.write_ref = gpu_write_ref;
+  g->b.gather_state = g->zero ? gpu_gather_state : NULL;
 
   size_t free_mem = 0, tot = 0;
   CU_CHECK(cu.MemGetInfo(&free_mem, &tot));
   fprintf(stderr,
           "gpu: %s (device %d, sm_%d, %d SMs, %.1f GiB, %.1f GiB free), driver %d.%d, cuBLASLt "
-          "%zu, kernels from %s; plan uses %.3f GiB of device memory%s\n",
+          "%zu, kernels from %s; plan uses %.3f GiB of device memory%s%s\n",
           g->devname, dev, g->cc, g->sms, (double)total_mem / (1 << 30),
           (double)free_mem / (1 << 30), cu.version / 1000, (cu.version % 1000) / 10, lt.version,
-          image, (double)planned / (1 << 30), g->use_graph ? "" : " (MF_NO_GRAPH: no CUDA graph)");
+          image, (double)planned / (1 << 30), g->use_graph ? "" : " (MF_NO_GRAPH: no CUDA graph)", distinfo);
   return &g->b;
 }

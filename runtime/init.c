@@ -34,6 +34,17 @@ void init_params(const Plan *p, uint64_t seed, float *master) {
       for (long i = 0; i < pa->numel; i++) w[i] = 1.0f;
     } else if (!strcmp(pa->init, "normal")) {
       for (long i = 0; i < pa->numel; i++) w[i] = (float)(pa->std * rng_normal(key, (uint64_t)i));
+    } else if (!strcmp(pa->init, "fill")) {
+      for (long i = 0; i < pa->numel; i++) w[i] = (float)pa->std;
+    } else if (!strcmp(pa->init, "sinusoidal")) {
+      /* the fixed table of "Attention is all you need": rows t, D = the last dim,
+       * pe[t, 2i] = sin(t·ω_i), pe[t, 2i+1] = cos(t·ω_i), ω_i = 10000^(−2i/D) */
+      long D = pa->dims[pa->ndim - 1], rows = pa->numel / D;
+      for (long t = 0; t < rows; t++)
+        for (long c = 0; c < D; c++) {
+          double om = pow(10000.0, -(double)(c - c % 2) / (double)D), a = (double)t * om;
+          w[t * D + c] = (float)(c % 2 ? cos(a) : sin(a));
+        }
     } /* zeros: already zero */
     if (!strcmp(pa->name, "wte.weight") && pa->ndim == 2) {
       /* padded vocabulary rows never see a token: keep them exactly zero */

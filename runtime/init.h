@@ -4,8 +4,9 @@
 #include "plan.h"
 #include <stdint.h>
 
-/* Fill master[0 .. p->param_elems) from the plan's param records: normal(0, std) / zeros / ones;
- * gaps between params are zero; rows ≥ V of wte.weight are zeroed. Element i of param k is a pure
+/* Fill master[0 .. p->param_elems) from the plan's param records: normal(0, std) / zeros / ones /
+ * fill (every element = std) / sinusoidal (the fixed position table, docs/ir_decoder.md); gaps
+ * between params are zero; rows ≥ V of wte.weight are zeroed. Element i of param k is a pure
  * function of (seed, k, i) — the same on every backend and for any thread count. */
 void init_params(const Plan *p, uint64_t seed, float *master);
 

@@ -100,7 +100,7 @@ static int parse_ref(Parser *ps, Op *op, int ri, const char *s) {
   }
   for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++)
     if (!strcmp(s, whole[i].name)) { r->kind = whole[i].kind; r->idx = 0; return 0; }
-  /* any other name is an input (tokens, targets, tokidx, dtokens, dpos, ...), declared by an
+  /* any other name is an input (tokens, targets, tokidx, dtokens, dpos, optrange, dropctr), declared by an
    * `input` line somewhere in the file and resolved once all of it is read */
   if (strlen(s) < sizeof ps->in_ref[0].name && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(s)) {
     if (ps->nin_ref == ps->cap_in_ref) {
@@ -202,7 +202,7 @@ static int parse_kv(Parser *ps, char **t, int nt, KV *kv, int *n, int integer) {
   return 0;
 }
 
-/* param <idx> <name> <numel> <offset> <decay 0|1> <init> <std> <ndim> <dims...> */
+/* param <idx> <name> <numel> <offset> <decay 0|1> <init> <std> <ndim> <dims...> [frozen] */
 static int parse_param(Parser *ps, char **t, int nt) {
   Plan *p = ps->p;
   if (nt < 9) return perr(ps, "param record has %d fields, expected at least 9", nt);
@@ -224,13 +224,22 @@ static int parse_param(Parser *ps, char **t, int nt) {
   if (pa->offset % 128) return perr(ps, "param %s: offset %ld is not a multiple of 128", pa->name, pa->offset);
   if (want_long(ps, t[5], "param decay", 0, 1, &v)) return -1;
   pa->decay = (int)v;
-  if (strcmp(t[6], "normal") && strcmp(t[6], "zeros") && strcmp(t[6], "ones"))
-    return perr(ps, "param %s: unknown init '%s' (expected normal, zeros or ones)", pa->name, t[6]);
+  if (strcmp(t[6], "normal") && strcmp(t[6], "zeros") && strcmp(t[6], "ones") && strcmp(t[6], "fill") &&
+      strcmp(t[6], "sinusoidal"))
+    return perr(ps, "param %s: unknown init '%s' (expected normal, zeros, ones, fill or sinusoidal)", pa->name, t[6]);
   strcpy(pa->init, t[6]);
   if (parse_num(t[7], &pa->std) || pa->std < 0)
     return perr(ps, "param %s: bad std '%s'", pa->name, t[7]);
   if (want_long(ps, t[8], "param ndim", 1, 4, &v)) return -1;
   pa->ndim = (int)v;
+  /* an optional trailing word: `frozen` (docs/ir_decoder.md) */
+  if (nt == 10 + pa->ndim) {
+    if (strcmp(t[nt - 1], "frozen"))
+      return perr(ps, "param %s: unexpected trailing field '%s' (expected 'frozen' or nothing)", pa->name, t[nt - 1]);
+    if (pa->decay) return perr(ps, "param %s: a frozen param must have decay 0", pa->name);
+    pa->frozen = 1;
+    nt--;
+  }
   if (nt != 9 + pa->ndim) return perr(ps, "param %s: ndim %d but %d dims given", pa->name, pa->ndim, nt - 9);
   long prod = 1;
   for (int i = 0; i < pa->ndim; i++) {
@@ -322,10 +331,10 @@ static int parse_line(Parser *ps, char *s) {
     return perr(ps, "unknown arena '%s' (expected params or acts)", nt >= 2 ? t[1] : "");
   } else if (!strcmp(k, "input")) {
     if (nt != 4) return perr(ps, "input record has %d fields, expected 4: input <name> <dtype> <numel>", nt);
-    static const char *known[] = {"tokens", "targets", "tokidx", "dtokens", "dpos"};
+    static const char *known[] = {"tokens", "targets", "tokidx", "dtokens", "dpos", "optrange", "dropctr"};
     int ok = 0;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) ok |= !strcmp(t[1], known[i]);
-    if (!ok) return perr(ps, "unknown input '%s' (expected tokens, targets, tokidx, dtokens or dpos)", t[1]);
+    if (!ok) return perr(ps, "unknown input '%s' (expected tokens, targets, tokidx, dtokens, dpos, optrange or dropctr)", t[1]);
     if (plan_input(p, t[1]) >= 0) return perr(ps, "duplicate input '%s'", t[1]);
     if (p->ninput == MF_MAX_INPUTS) return perr(ps, "too many inputs");
     Input *in = &p->inputs[p->ninput];

@@ -19,7 +19,7 @@ typedef enum { PH_FWD, PH_BWD, PH_OPT, PH_DEC } Phase; /* dec: the one-token dec
 #define MF_MAX_INPUTS 8
 
 #define MF_MAX_REFS 12
-#define MF_MAX_ATTRS 16
+#define MF_MAX_ATTRS 32
 
 /* idx: buffer/param/input index; out: the op writes this ref (written ">role=ref" in the plan) */
 typedef struct { char role[24]; RefKind kind; int idx; int out; } Ref;
@@ -41,7 +41,8 @@ typedef struct {
   char name[128];
   long numel, offset;        /* offset in elements into the params/master/grads arenas */
   int decay;
-  char init[8];              /* normal | zeros | ones */
+  int frozen;                /* trailing word `frozen`: no gradient op, never changes (decay 0) */
+  char init[16];             /* normal | zeros | ones | fill (= std) | sinusoidal (docs/ir_decoder.md) */
   double std;
   int ndim; long dims[4];
 } Param;

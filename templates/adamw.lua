@@ -9,8 +9,8 @@ return {
   kernels = {
     sumsq = {
       fn = "sumsq", tparams = { "n", "G" }, consts = {},
-      args = { {"grads","const float*"}, {"partials","float*"} },
-      -- one 256-thread block per chunk g < G
+      args = { {"grads","const float*"}, {"partials","float*"}, {"range","const int*"} },
+      -- one 256-thread block per chunk g < G of the range [lo, hi) read from `range` (optrange)
       launch = function(a)
         I(a, "n", "sumsq")
         local G = I(a, "G", "sumsq")
@@ -22,8 +22,10 @@ return {
       fn = "adamw", tparams = { "n", "n_decay", "G" },
       consts = { "wd", "beta1", "beta2", "eps", "clip" },
       args = { {"master","float*"}, {"params","bf16*"}, {"grads","const float*"}, {"m","float*"},
-               {"v","float*"}, {"scal","const float*"}, {"partials","const float*"} },
-      -- grid-stride over groups of 4 elements; at most 2048 blocks of 256 threads
+               {"v","float*"}, {"scal","const float*"}, {"partials","const float*"},
+               {"range","const int*"} },
+      -- grid-stride over groups of 4 elements of [lo, hi); at most 2048 blocks of 256 threads
+      -- (sized for the whole arena n: a shard is smaller, so the grid only covers it faster)
       launch = function(a)
         local n = I(a, "n", "adamw")
         I(a, "n_decay", "adamw"); I(a, "G", "adamw")

@@ -123,69 +123,111 @@ __device__ __forceinline__ float fast_exp2(float x) {
 #define MF_LN2 0.6931471805599453f
 
 // ---- column reductions without atomics -----------------------------------------------------
-// For bias_grad and layernorm_bwd_params:   db[c] += Σ_n dout[n,c]
-//                                  (LN only) dw[c] += Σ_n dout[n,c]·(x[n,c] − mean[n])·rstd[n]
+// mf_col_sums: K column sums of per-element terms over all N rows,
+//     S_j[c] = Σ_n term_j(n, c)        (j < K; term 0 is usually dout itself)
 // One launch, deterministic: block s owns the column slab [s·SC, s·SC + SC) and loops over all N
 // rows (thread = (row group, 8-column chunk)), then reduces in a fixed order: butterfly within the
 // warp, then warp totals summed in warp order. Launch: grid C/SC, block MF_COLRED_THREADS.
 // SC = 16 columns (32-byte sectors) when C % 16 == 0, else 8; C must be a multiple of 8.
+// `term(r, col, g, t)` fills t[j][k] for columns col … col+7 of row r, g = dout[r, col …];
+// `emit(j, c, S)` is then called once per (j, column c of the slab) by thread j·SC + (c mod SC).
 #define MF_COLRED_THREADS 1024
-template <int N, int C, bool LN>
-__device__ __forceinline__ void mf_col_reduce(const bf16* __restrict__ dout, const bf16* __restrict__ x,
-                                              const float* __restrict__ mean, const float* __restrict__ rstd,
-                                              float* __restrict__ dw, float* __restrict__ db) {
+template <int C> __host__ __device__ constexpr int mf_colred_slab() { return (C % 16 == 0) ? 16 : 8; }
+template <int N, int C, int K, class Term, class Emit>
+__device__ __forceinline__ void mf_col_sums(const bf16* __restrict__ dout, const Term& term, const Emit& emit) {
   static_assert(C % 8 == 0, "column reduction: C must be a multiple of 8");
-  constexpr int SC = (C % 16 == 0) ? 16 : 8;      // columns per block
+  constexpr int SC = mf_colred_slab<C>();          // columns per block
   constexpr int CPS = SC / 8;                     // 8-column chunks per slab
   constexpr int NT = MF_COLRED_THREADS, RG = NT / CPS, NW = NT / 32;
-  __shared__ float red_b[NW][SC];
-  __shared__ float red_w[LN ? NW : 1][SC];
+  static_assert(K >= 1 && K * SC <= NT, "column reduction: K·SC must fit in the block");
+  __shared__ float red[K][NW][SC];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int ch = tid % CPS, rg = tid / CPS;
   const int col = blockIdx.x * SC + ch * 8;
-  float ab[8], aw[8];
+  float acc[K][8];
 #pragma unroll
-  for (int k = 0; k < 8; ++k) { ab[k] = 0.f; aw[k] = 0.f; }
-#pragma unroll 4
+  for (int j = 0; j < K; ++j)
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[j][k] = 0.f;
+  constexpr int UNR = K >= 3 ? 2 : 4;              // rows in flight: 1024 threads leave 64 registers
+#pragma unroll UNR
   for (int r = rg; r < N; r += RG) {
-    float g[8];
+    float g[8], t[K][8];
     load8(dout + (long long)r * C + col, g);
+    term(r, col, g, t);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) ab[k] += g[k];
-    if (LN) {
-      float xv[8];
-      load8(x + (long long)r * C + col, xv);
-      const float mu = mean[r], rs = rstd[r];
+    for (int j = 0; j < K; ++j)
 #pragma unroll
-      for (int k = 0; k < 8; ++k) aw[k] += g[k] * ((xv[k] - mu) * rs);
-    }
+      for (int k = 0; k < 8; ++k) acc[j][k] += t[j][k];
   }
   // butterfly over the row groups inside the warp (lanes with equal ch)
 #pragma unroll
   for (int o = 16; o >= CPS; o >>= 1) {
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      ab[k] += __shfl_xor_sync(0xffffffffu, ab[k], o);
-      if (LN) aw[k] += __shfl_xor_sync(0xffffffffu, aw[k], o);
-    }
+    for (int j = 0; j < K; ++j)
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc[j][k] += __shfl_xor_sync(0xffffffffu, acc[j][k], o);
   }
   if (lane < CPS) {
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      red_b[warp][lane * 8 + k] = ab[k];
-      if (LN) red_w[warp][lane * 8 + k] = aw[k];
-    }
+    for (int j = 0; j < K; ++j)
+#pragma unroll
+      for (int k = 0; k < 8; ++k) red[j][warp][lane * 8 + k] = acc[j][k];
   }
   __syncthreads();
-  if (tid < SC) {
+  if (tid < K * SC) {
+    const int j = tid / SC, c = tid % SC;
     float s = 0.f;
-    for (int w = 0; w < NW; ++w) s += red_b[w][tid];
-    db[blockIdx.x * SC + tid] += s;
-  } else if (LN && tid < 2 * SC) {
-    const int j = tid - SC;
-    float s = 0.f;
-    for (int w = 0; w < NW; ++w) s += red_w[w][j];
-    dw[blockIdx.x * SC + j] += s;
+    for (int w = 0; w < NW; ++w) s += red[j][w][c];
+    emit(j, blockIdx.x * SC + c, s);
   }
+}
+
+// For bias_grad and layernorm_bwd_params:   db[c] += Σ_n dout[n,c]
+//                                  (LN only) dw[c] += Σ_n dout[n,c]·(x[n,c] − mean[n])·rstd[n]
+template <int N, int C, bool LN>
+__device__ __forceinline__ void mf_col_reduce(const bf16* __restrict__ dout, const bf16* __restrict__ x,
+                                              const float* __restrict__ mean, const float* __restrict__ rstd,
+                                              float* __restrict__ dw, float* __restrict__ db) {
+  constexpr int K = LN ? 2 : 1;
+  mf_col_sums<N, C, K>(
+      dout,
+      [&](int r, int col, const float (&g)[8], float (&t)[K][8]) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) t[0][k] = g[k];
+        if constexpr (LN) {
+          float xv[8];
+          load8(x + (long long)r * C + col, xv);
+          const float mu = mean[r], rs = rstd[r];
+#pragma unroll
+          for (int k = 0; k < 8; ++k) t[LN ? 1 : 0][k] = g[k] * ((xv[k] - mu) * rs);
+        }
+      },
+      [&](int j, int c, float s) {
+        if (j == 0) db[c] += s;
+        else dw[c] += s;
+      });
+}
+
+// ---- dropout: the counter-based generator of docs/ir_decoder.md ---------------------------------
+//   x = seed ^ stream·0x9E3779B97F4A7C15 ^ ctr·0xD1B54A32D192ED03 ^ i·0x8CB92BA72F3D8DD7  (uint64)
+//   hash64 = the splitmix64 finaliser of x;  u = (hash64 >> 40)·2^−24 (exact in f32);  keep iff u ≥ p
+// Bit-identical to runtime/cpu_ops.c (mf_drop_hash): pure 64-bit integer arithmetic.
+// `base` = the first three terms (per op and micro-step), so an element costs one multiply more.
+__device__ __forceinline__ unsigned long long mf_drop_base(unsigned long long seed, unsigned long long stream,
+                                                           unsigned long long ctr) {
+  return seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (ctr * 0xD1B54A32D192ED03ull);
+}
+__device__ __forceinline__ float mf_drop_uniform(unsigned long long base, unsigned long long i) {
+  unsigned long long z = base ^ (i * 0x8CB92BA72F3D8DD7ull);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float)(unsigned)(z >> 40) * 5.9604644775390625e-8f;   // 2^−24
+}
+// The base of a dropout op from its dropctr input {seed, counter} (non-negative int32s).
+__device__ __forceinline__ unsigned long long mf_drop_base_ctr(const int* ctr, unsigned long long stream) {
+  return mf_drop_base((unsigned long long)(unsigned)ctr[0], stream, (unsigned long long)(unsigned)ctr[1]);
 }
 #endif  // MF_COMMON_CUH

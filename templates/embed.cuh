@@ -1,4 +1,5 @@
-// embed.cuh — token + position embedding and its two gradients (docs/ir.md).
+// embed.cuh — token + position embedding and its two gradients (docs/ir.md); the token-only
+// embedding and the MLA key assembly (docs/ir_decoder.md).
 // Assumes common.cuh was emitted before this file. Requires D % 8 == 0 (16-byte vectors).
 
 // embed:  out[i, :] = wte[tokens[i], :] + wpe[i mod T, :]      (sum in f32, rounded to bf16)
@@ -62,6 +63,7 @@ __device__ void embed_bwd_pos(const bf16* __restrict__ dout, float* __restrict__
   if (idx >= T * DV) return;
   const int t = idx / DV, c = (idx % DV) * 8;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll 1  // a full unroll of B rows keeps too many loads live (ptxas spilled at B = 8, D = 128)
   for (int b = 0; b < B; ++b) {
     float v[8];
     load8(dout + ((long long)b * T + t) * D + c, v);
@@ -74,4 +76,62 @@ __device__ void embed_bwd_pos(const bf16* __restrict__ dout, float* __restrict__
 #pragma unroll
   for (int k = 0; k < 8; ++k) old[k] += acc[k];
   store8f(dst, old);
+}
+
+// embed_tok:  out[i, :] = wte[tokens[i], :]   (RoPE, ALiBi and no-position models)
+// One thread per 8 consecutive columns of one row.
+template <int N, int D>
+__device__ void embed_tok_fwd(const int* __restrict__ tokens, const bf16* __restrict__ wte, bf16* __restrict__ out) {
+  static_assert(D % 8 == 0, "embed_tok: D must be a multiple of 8");
+  constexpr int DV = D / 8;
+  const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (long long)N * DV) return;
+  const int row = (int)(idx / DV), c = (int)(idx % DV) * 8;
+  *reinterpret_cast<uint4*>(out + (long long)row * D + c) =
+      *reinterpret_cast<const uint4*>(wte + (long long)tokens[row] * D + c);
+}
+
+// ---- multi-head latent attention: assembling K (docs/ir_decoder.md) ----------------------------
+// mla_k:      k[n, h, :] = [knope[n, h·DN … h·DN+DN−1] ; krope[n, 0 … DR−1]]   (W = DN + DR per head)
+// One thread per 8 columns of k (DN, DR multiples of 8: a chunk never straddles the two parts).
+template <int N, int H, int DN, int DR>
+__device__ void mla_k(const bf16* __restrict__ knope, const bf16* __restrict__ krope, bf16* __restrict__ k) {
+  static_assert(DN % 8 == 0 && DR % 8 == 0, "mla_k: dn and dr must be multiples of 8");
+  constexpr int W = DN + DR, CV = H * W / 8;
+  const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= (long long)N * CV) return;
+  const long long n = idx / CV;
+  const int c = (int)(idx % CV) * 8, h = c / W, j = c % W;
+  const bf16* src = j < DN ? knope + n * (H * DN) + h * DN + j : krope + n * DR + (j - DN);
+  *reinterpret_cast<uint4*>(k + n * (H * W) + c) = *reinterpret_cast<const uint4*>(src);
+}
+
+// mla_k_bwd:  dknope[n, h, :] = dk[n, h, :DN]   (copies)
+//             dkrope[n, :]    = Σ_h dk[n, h, DN:]   (h ascending, f32, rounded once; written)
+// Threads 0 … N·H·DN/8 − 1 copy one 8-chunk of dknope each; the next N·DR/8 threads each sum one
+// 8-chunk of dkrope over the H heads.
+template <int N, int H, int DN, int DR>
+__device__ void mla_k_bwd(const bf16* __restrict__ dk, bf16* __restrict__ dknope, bf16* __restrict__ dkrope) {
+  static_assert(DN % 8 == 0 && DR % 8 == 0, "mla_k_bwd: dn and dr must be multiples of 8");
+  constexpr int W = DN + DR, NV = H * DN / 8, RV = DR / 8;
+  const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx < (long long)N * NV) {
+    const long long n = idx / NV;
+    const int c = (int)(idx % NV) * 8, h = c / DN, j = c % DN;
+    *reinterpret_cast<uint4*>(dknope + n * (H * DN) + c) =
+        *reinterpret_cast<const uint4*>(dk + n * (H * W) + h * W + j);
+    return;
+  }
+  const long long r = idx - (long long)N * NV;
+  if (r >= (long long)N * RV) return;
+  const long long n = r / RV;
+  const int j = (int)(r % RV) * 8;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int h = 0; h < H; ++h) {
+    float v[8];
+    load8(dk + n * (H * W) + h * W + DN + j, v);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) acc[k] += v[k];
+  }
+  store8(dkrope + n * DR + j, acc);
 }

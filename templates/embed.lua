@@ -48,5 +48,40 @@ return {
         return { grid = {(T * (D // 8) + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
       end,
     },
+    embed_tok = {
+      fn = "embed_tok_fwd",
+      tparams = { "N", "D" },
+      consts = {},
+      args = { {"tokens","const int*"}, {"wte","const bf16*"}, {"out","bf16*"} },
+      -- one thread per 8 columns of a row
+      launch = function(a)
+        local N, D = I(a, "N", "embed_tok"), D8(a, "embed_tok")
+        return { grid = {(N * (D // 8) + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
+      end,
+    },
+    mla_k = {
+      fn = "mla_k",
+      tparams = { "N", "H", "dn", "dr" },
+      consts = {},
+      args = { {"knope","const bf16*"}, {"krope","const bf16*"}, {"k","bf16*"} },
+      -- one thread per 8 columns of k
+      launch = function(a)
+        local N, H, dn, dr = I(a, "N", "mla_k"), I(a, "H", "mla_k"), I(a, "dn", "mla_k"), I(a, "dr", "mla_k")
+        assert(dn % 8 == 0 and dr % 8 == 0, "mla_k: dn = " .. dn .. " and dr = " .. dr .. " must be multiples of 8")
+        return { grid = {(N * H * (dn + dr) // 8 + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
+      end,
+    },
+    mla_k_bwd = {
+      fn = "mla_k_bwd",
+      tparams = { "N", "H", "dn", "dr" },
+      consts = {},
+      args = { {"dk","const bf16*"}, {"dknope","bf16*"}, {"dkrope","bf16*"} },
+      -- one thread per 8 columns of dknope, then one per 8 columns of dkrope
+      launch = function(a)
+        local N, H, dn, dr = I(a, "N", "mla_k_bwd"), I(a, "H", "mla_k_bwd"), I(a, "dn", "mla_k_bwd"), I(a, "dr", "mla_k_bwd")
+        assert(dn % 8 == 0 and dr % 8 == 0, "mla_k_bwd: dn = " .. dn .. " and dr = " .. dr .. " must be multiples of 8")
+        return { grid = {(N * (H * dn + dr) // 8 + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
+      end,
+    },
   },
 }

@@ -31,6 +31,8 @@
 #include "attention.cuh"
 #include "xent.cuh"
 #include "adamw.cuh"
+#include "norms.cuh"
+#include "activations.cuh"
 
 // ---- __global__ wrappers (what gen emits, as templates here) -----------------------------------
 template <int N, int T, int D> __global__ void __launch_bounds__(256)
@@ -83,11 +85,11 @@ k_xent_bwd(const bf16* logits, const int* targets, bf16* dl, float scale) { xent
 template <int N> __global__ void __launch_bounds__(1024)
 k_loss_sum(const float* losses, float* loss, float scale) { loss_sum<N>(losses, loss, scale); }
 template <long long n, int G> __global__ void __launch_bounds__(256)
-k_sumsq(const float* g, float* partials) { sumsq<n, G>(g, partials); }
+k_sumsq(const float* g, float* partials, const int* range) { sumsq<n, G>(g, partials, range); }
 template <long long n, long long nd, int G> __global__ void __launch_bounds__(256)
 k_adamw(float* master, bf16* params, const float* grads, float* m, float* v, const float* scal, const float* partials,
-        float wd, float b1, float b2, float eps, float clip) {
-  adamw<n, nd, G>(master, params, grads, m, v, scal, partials, wd, b1, b2, eps, clip);
+        const int* range, float wd, float b1, float b2, float eps, float clip) {
+  adamw<n, nd, G>(master, params, grads, m, v, scal, partials, range, wd, b1, b2, eps, clip);
 }
 
 // ---- host utilities ----------------------------------------------------------------------------
@@ -547,45 +549,376 @@ static void test_xent() {
 }
 
 // ---- optimizer ---------------------------------------------------------------------------------
+// The optimizer runs over [lo, hi) of the arena (the `range` argument, docs/ir.md "optrange": lo
+// and hi as 64-bit integers in int32 words): {0, n} on one GPU, a rank's shard under ZeRO-1 —
+// then master, m and v are shard-sized allocations passed as base − lo, so that global index i
+// lands in them. Here every array holds only [lo, hi) and is passed that way (params with 4 guard
+// elements on each side that must stay untouched), so shards far beyond 2^31 elements are tested
+// without the memory.
 template <long long n, long long nd>
-static void test_adamw() {
-  constexpr int G = 512;
+static void test_adamw(long long lo, long long hi) {
+  constexpr int G = 512, GUARD = 4;
   const float wd = 0.1f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
-  auto grads = rndf(n, 1.f), master = rndf(n, 1.f), m = rndf(n, 0.1f), v = rndf(n, 0.1f);
+  const long long len = hi - lo;
+  auto grads = rndf(len, 1.f), master = rndf(len, 1.f), m = rndf(len, 0.1f), v = rndf(len, 0.1f);
   for (auto& x : v) x = std::fabs(x);
   const std::vector<float> scal = {3e-4f, 1.f - std::pow(0.9f, 3.f), 1.f - std::pow(0.95f, 3.f)};
   std::unique_ptr<Dev<float>> dg(dev_f(grads)), dsc(dev_f(scal));
+  std::unique_ptr<Dev<int>> drange(dev_i({(int)(unsigned)lo, (int)(lo >> 32), (int)(unsigned)hi, (int)(hi >> 32)}));
   Dev<float> part(G);
-  k_sumsq<n, G><<<G, 256>>>(dg->p, part.p);
+  k_sumsq<n, G><<<G, 256>>>(dg->p - lo, part.p, drange->p);
   LAUNCH_CHECK();
   const std::vector<float> pt = part.get();
   double ssum = 0, rsum = 0;
   for (float x : pt) ssum += x;
   for (float x : grads) rsum += (double)x * x;
-  const std::string s = shp("n=%lld n_decay=%lld", n, nd);
+  const std::string s = shp("n=%lld n_decay=%lld [%lld,%lld)", n, nd, lo, hi);
   check("sumsq", s, {(float)ssum}, {rsum}, 1e-5);
   const double norm = std::sqrt(ssum);
   for (float clip : {1.0f, 0.0f}) {
     std::unique_ptr<Dev<float>> dm(dev_f(master)), d1(dev_f(m)), d2(dev_f(v));
-    Dev<bf16> params(n);
+    Dev<bf16> params(len + 2 * GUARD);
+    params.put(to_bf(std::vector<float>(len + 2 * GUARD, 0.f)));
     const int blocks = (int)std::max<long long>(1, std::min<long long>(2048, (n + 1023) / 1024));
-    k_adamw<n, nd, G><<<blocks, 256>>>(dm->p, params.p, dg->p, d1->p, d2->p, dsc->p, part.p, wd, b1, b2, eps, clip);
+    k_adamw<n, nd, G><<<blocks, 256>>>(dm->p - lo, params.p + GUARD - lo, dg->p - lo, d1->p - lo, d2->p - lo, dsc->p,
+                                        part.p, drange->p, wd, b1, b2, eps, clip);
     LAUNCH_CHECK();
     const double c = clip > 0 ? std::min(1.0, clip / (norm + 1e-6)) : 1.0;
-    std::vector<double> rw(n), rm(n), rv(n);
-    for (long long i = 0; i < n; ++i) {
-      const double g = c * grads[i];
-      rm[i] = b1 * (double)m[i] + (1 - (double)b1) * g;
-      rv[i] = b2 * (double)v[i] + (1 - (double)b2) * g * g;
+    std::vector<double> rw(len), rm(len), rv(len), rp(len + 2 * GUARD, 0.0);
+    for (long long k = 0; k < len; ++k) {
+      const long long i = lo + k;
+      const double g = c * grads[k];
+      rm[k] = b1 * (double)m[k] + (1 - (double)b1) * g;
+      rv[k] = b2 * (double)v[k] + (1 - (double)b2) * g * g;
       const double wdi = i < nd ? wd : 0.0;
-      rw[i] = master[i] - scal[0] * (wdi * master[i] + (rm[i] / scal[1]) / (std::sqrt(rv[i] / scal[2]) + eps));
+      rw[k] = master[k] - scal[0] * (wdi * master[k] + (rm[k] / scal[1]) / (std::sqrt(rv[k] / scal[2]) + eps));
+      rp[GUARD + k] = rw[k];
     }
     const std::string s2 = s + shp(" clip=%g", clip);
     check("adamw master", s2, dm->get(), rw, 1e-5);
     check("adamw m", s2, d1->get(), rm, 1e-5);
     check("adamw v", s2, d2->get(), rv, 1e-5);
-    check("adamw params", s2, from_bf(params.get()), rw, 2e-2);
+    // params: bf16(master) inside the range, the guards on either side untouched (0)
+    const std::vector<float> pg = from_bf(params.get());
+    int guards_ok = 1;
+    for (int k = 0; k < GUARD; ++k) guards_ok &= pg[k] == 0.f && pg[GUARD + len + k] == 0.f;
+    check("adamw params", s2, guards_ok ? pg : std::vector<float>(pg.size(), NAN), rp, 2e-2);
   }
+}
+
+// ---- model vocabulary (docs/ir_decoder.md): norms, activations, dropout, embed_tok, mla_k -------
+template <int N, int C> __global__ void __launch_bounds__(256)
+k_rmsnorm(const bf16* x, const bf16* w, bf16* out, float* rstd, float eps) { rmsnorm_fwd<N, C>(x, w, out, rstd, eps); }
+template <int N, int C> __global__ void __launch_bounds__(256)
+k_add_rmsnorm(const bf16* a, const bf16* b, const bf16* w, bf16* sum, bf16* out, float* rstd, float eps) {
+  add_rmsnorm_fwd<N, C>(a, b, w, sum, out, rstd, eps);
+}
+template <int N, int C, int ACC> __global__ void __launch_bounds__(256)
+k_rmsnorm_bwd(const bf16* dout, const bf16* x, const bf16* w, const float* rstd, bf16* dx) {
+  rmsnorm_bwd<N, C, ACC>(dout, x, w, rstd, dx);
+}
+template <int N, int C> __global__ void __launch_bounds__(1024)
+k_rmsnorm_bwd_params(const bf16* dout, const bf16* x, const float* rstd, float* dw) { rmsnorm_bwd_params<N, C>(dout, x, rstd, dw); }
+template <int N, int C> __global__ void __launch_bounds__(256)
+k_dyt(const bf16* x, const bf16* al, const bf16* w, const bf16* b, bf16* out) { dyt_fwd<N, C>(x, al, w, b, out); }
+template <int N, int C> __global__ void __launch_bounds__(256)
+k_add_dyt(const bf16* a, const bf16* b, const bf16* al, const bf16* w, const bf16* bias, bf16* sum, bf16* out) {
+  add_dyt_fwd<N, C>(a, b, al, w, bias, sum, out);
+}
+template <int N, int C, int ACC> __global__ void __launch_bounds__(256)
+k_dyt_bwd(const bf16* dout, const bf16* x, const bf16* al, const bf16* w, bf16* dx) { dyt_bwd<N, C, ACC>(dout, x, al, w, dx); }
+template <int N, int C> __global__ void __launch_bounds__(1024)
+k_dyt_bwd_params(const bf16* dout, const bf16* x, const bf16* al, float* dal, const bf16* w, float* dw, float* db) {
+  dyt_bwd_params<N, C>(dout, x, al, dal, w, dw, db);
+}
+template <long long n> __global__ void __launch_bounds__(256) k_relu(const bf16* x, bf16* out) { relu_fwd<n>(x, out); }
+template <long long n, int ACC> __global__ void __launch_bounds__(256)
+k_relu_bwd(const bf16* x, const bf16* d, bf16* dx) { relu_bwd<n, ACC>(x, d, dx); }
+template <long long n> __global__ void __launch_bounds__(256) k_silu(const bf16* x, bf16* out) { silu_fwd<n>(x, out); }
+template <long long n, int ACC> __global__ void __launch_bounds__(256)
+k_silu_bwd(const bf16* x, const bf16* d, bf16* dx) { silu_bwd<n, ACC>(x, d, dx); }
+template <int N, int F, int ACT> __global__ void __launch_bounds__(256) k_glu(const bf16* x, bf16* out) { glu_fwd<N, F, ACT>(x, out); }
+template <int N, int F, int ACT> __global__ void __launch_bounds__(256)
+k_glu_bwd(const bf16* x, const bf16* d, bf16* dx) { glu_bwd<N, F, ACT>(x, d, dx); }
+template <long long n, int S> __global__ void __launch_bounds__(256)
+k_dropout(const bf16* x, const int* ctr, bf16* out, float p) { dropout_fwd<n, S>(x, ctr, out, p); }
+template <long long n, int S, int ACC> __global__ void __launch_bounds__(256)
+k_dropout_bwd(const bf16* d, const int* ctr, bf16* dx, float p) { dropout_bwd<n, S, ACC>(d, ctr, dx, p); }
+template <int N, int D> __global__ void __launch_bounds__(256)
+k_embed_tok(const int* tok, const bf16* wte, bf16* out) { embed_tok_fwd<N, D>(tok, wte, out); }
+template <int N, int H, int DN, int DR> __global__ void __launch_bounds__(256)
+k_mla_k(const bf16* kn, const bf16* kr, bf16* k) { mla_k<N, H, DN, DR>(kn, kr, k); }
+template <int N, int H, int DN, int DR> __global__ void __launch_bounds__(256)
+k_mla_k_bwd(const bf16* dk, bf16* dkn, bf16* dkr) { mla_k_bwd<N, H, DN, DR>(dk, dkn, dkr); }
+
+template <int C> static constexpr int colslab() { return (C % 16 == 0) ? 16 : 8; }
+
+template <int N, int C>
+static void test_rmsnorm() {
+  const float eps = 1e-5f;
+  auto a = rnd((size_t)N * C, 1.f), b = rnd((size_t)N * C, 1.f), w = rnd(C, 1.f);
+  for (int i = 0; i < N; ++i)
+    for (int c = 0; c < C; ++c) a[(size_t)i * C + c] = bfr(a[(size_t)i * C + c] + 0.3f * (i % 5));
+  std::unique_ptr<Dev<bf16>> da(dev_bf(a)), db(dev_bf(b)), dw(dev_bf(w));
+  Dev<bf16> out((size_t)N * C), sum((size_t)N * C);
+  Dev<float> rstd(N);
+  auto ref = [&](const std::vector<float>& x, std::vector<double>& o, std::vector<double>& rs) {
+    o.assign((size_t)N * C, 0); rs.assign(N, 0);
+    for (int i = 0; i < N; ++i) {
+      double q = 0;
+      for (int c = 0; c < C; ++c) q += (double)x[(size_t)i * C + c] * x[(size_t)i * C + c];
+      rs[i] = 1 / std::sqrt(q / C + eps);
+      for (int c = 0; c < C; ++c) o[(size_t)i * C + c] = x[(size_t)i * C + c] * rs[i] * w[c];
+    }
+  };
+  std::vector<double> ro, rrs;
+  ref(a, ro, rrs);
+  const std::string s = shp("N=%d C=%d", N, C);
+  k_rmsnorm<N, C><<<(N + 7) / 8, 256>>>(da->p, dw->p, out.p, rstd.p, eps);
+  LAUNCH_CHECK();
+  check("rmsnorm out", s, from_bf(out.get()), ro, 2e-2);
+  check("rmsnorm rstd", s, rstd.get(), rrs, 1e-4);
+  std::vector<float> sref((size_t)N * C);
+  for (size_t i = 0; i < sref.size(); ++i) sref[i] = bfr(a[i] + b[i]);
+  ref(sref, ro, rrs);
+  k_add_rmsnorm<N, C><<<(N + 7) / 8, 256>>>(da->p, db->p, dw->p, sum.p, out.p, rstd.p, eps);
+  LAUNCH_CHECK();
+  check("add_rmsnorm sum", s, from_bf(sum.get()), dbl(sref), 2e-2);
+  check("add_rmsnorm out", s, from_bf(out.get()), ro, 2e-2);
+  check("add_rmsnorm rstd", s, rstd.get(), rrs, 1e-4);
+  // backward from the reference rstd of x = a
+  ref(a, ro, rrs);
+  std::vector<float> frs(rrs.begin(), rrs.end());
+  std::unique_ptr<Dev<float>> drs(dev_f(frs));
+  auto dout = rnd((size_t)N * C, 1.f), dx0 = rnd((size_t)N * C, 1.f);
+  std::unique_ptr<Dev<bf16>> ddo(dev_bf(dout));
+  std::vector<double> rdx((size_t)N * C);
+  for (int i = 0; i < N; ++i) {
+    double mgx = 0;
+    for (int c = 0; c < C; ++c) mgx += (double)dout[(size_t)i * C + c] * w[c] * a[(size_t)i * C + c] * frs[i];
+    mgx /= C;
+    for (int c = 0; c < C; ++c) {
+      const double g = (double)dout[(size_t)i * C + c] * w[c], xh = (double)a[(size_t)i * C + c] * frs[i];
+      rdx[(size_t)i * C + c] = frs[i] * (g - xh * mgx);
+    }
+  }
+  {
+    Dev<bf16> dx((size_t)N * C);
+    k_rmsnorm_bwd<N, C, 0><<<(N + 7) / 8, 256>>>(ddo->p, da->p, dw->p, drs->p, dx.p);
+    LAUNCH_CHECK();
+    check("rmsnorm_bwd acc=0", s, from_bf(dx.get()), rdx, 2e-2);
+    std::unique_ptr<Dev<bf16>> dx1(dev_bf(dx0));
+    k_rmsnorm_bwd<N, C, 1><<<(N + 7) / 8, 256>>>(ddo->p, da->p, dw->p, drs->p, dx1->p);
+    LAUNCH_CHECK();
+    std::vector<double> racc(rdx);
+    for (size_t i = 0; i < racc.size(); ++i) racc[i] += dx0[i];
+    check("rmsnorm_bwd acc=1", s, from_bf(dx1->get()), racc, 2e-2);
+  }
+  auto w0 = rndf(C, 1.f);
+  std::vector<double> rw = dbl(w0);
+  for (int i = 0; i < N; ++i)
+    for (int c = 0; c < C; ++c) rw[c] += (double)dout[(size_t)i * C + c] * ((double)a[(size_t)i * C + c] * frs[i]);
+  std::vector<float> w1, w2;
+  for (int rep = 0; rep < 2; ++rep) {
+    std::unique_ptr<Dev<float>> gw(dev_f(w0));
+    k_rmsnorm_bwd_params<N, C><<<C / colslab<C>(), 1024>>>(ddo->p, da->p, drs->p, gw->p);
+    LAUNCH_CHECK();
+    (rep ? w2 : w1) = gw->get();
+  }
+  check("rmsnorm_bwd_params dw", s, w1, rw, 1e-5);
+  check_same("rmsnorm_bwd_params", s, w1.data(), w2.data(), w1.size() * 4);
+}
+
+template <int N, int C>
+static void test_dyt() {
+  auto a = rnd((size_t)N * C, 2.f), b = rnd((size_t)N * C, 1.f), w = rnd(C, 1.f), bias = rnd(C, 0.5f);
+  const std::vector<float> al = {bfr(0.625f)};
+  std::unique_ptr<Dev<bf16>> da(dev_bf(a)), db(dev_bf(b)), dw(dev_bf(w)), dbias(dev_bf(bias)), dal(dev_bf(al));
+  Dev<bf16> out((size_t)N * C), sum((size_t)N * C);
+  const double A = al[0];
+  const std::string s = shp("N=%d C=%d", N, C);
+  const int grid = (N * C / 8 + 255) / 256;
+  std::vector<double> r((size_t)N * C);
+  for (size_t i = 0; i < r.size(); ++i) r[i] = w[i % C] * std::tanh(A * a[i]) + bias[i % C];
+  k_dyt<N, C><<<grid, 256>>>(da->p, dal->p, dw->p, dbias->p, out.p);
+  LAUNCH_CHECK();
+  check("dyt out", s, from_bf(out.get()), r, 2e-2);
+  std::vector<float> sref((size_t)N * C);
+  for (size_t i = 0; i < sref.size(); ++i) { sref[i] = bfr(a[i] + b[i]); r[i] = w[i % C] * std::tanh(A * sref[i]) + bias[i % C]; }
+  k_add_dyt<N, C><<<grid, 256>>>(da->p, db->p, dal->p, dw->p, dbias->p, sum.p, out.p);
+  LAUNCH_CHECK();
+  check("add_dyt sum", s, from_bf(sum.get()), dbl(sref), 2e-2);
+  check("add_dyt out", s, from_bf(out.get()), r, 2e-2);
+  auto dout = rnd((size_t)N * C, 1.f), dx0 = rnd((size_t)N * C, 1.f);
+  std::unique_ptr<Dev<bf16>> ddo(dev_bf(dout)), dx1(dev_bf(dx0));
+  for (size_t i = 0; i < r.size(); ++i) {
+    const double th = std::tanh(A * a[i]);
+    r[i] = dout[i] * w[i % C] * A * (1 - th * th);
+  }
+  k_dyt_bwd<N, C, 0><<<grid, 256>>>(ddo->p, da->p, dal->p, dw->p, out.p);
+  LAUNCH_CHECK();
+  check("dyt_bwd acc=0", s, from_bf(out.get()), r, 2e-2);
+  k_dyt_bwd<N, C, 1><<<grid, 256>>>(ddo->p, da->p, dal->p, dw->p, dx1->p);
+  LAUNCH_CHECK();
+  for (size_t i = 0; i < r.size(); ++i) r[i] += dx0[i];
+  check("dyt_bwd acc=1", s, from_bf(dx1->get()), r, 2e-2);
+  auto w0 = rndf(C, 1.f), b0 = rndf(C, 1.f), a0 = rndf(1, 1.f);
+  std::vector<double> rw = dbl(w0), rb = dbl(b0), ra = dbl(a0);
+  for (int i = 0; i < N; ++i)
+    for (int c = 0; c < C; ++c) {
+      const double x = a[(size_t)i * C + c], g = dout[(size_t)i * C + c], th = std::tanh(A * x);
+      rw[c] += g * th;
+      rb[c] += g;
+      ra[0] += g * w[c] * x * (1 - th * th);
+    }
+  std::vector<float> w1, w2, b1, b2, a1, a2;
+  for (int rep = 0; rep < 2; ++rep) {
+    std::unique_ptr<Dev<float>> gw(dev_f(w0)), gb(dev_f(b0)), ga(dev_f(a0));
+    k_dyt_bwd_params<N, C><<<C / colslab<C>(), 1024>>>(ddo->p, da->p, dal->p, ga->p, dw->p, gw->p, gb->p);
+    LAUNCH_CHECK();
+    (rep ? w2 : w1) = gw->get();
+    (rep ? b2 : b1) = gb->get();
+    (rep ? a2 : a1) = ga->get();
+  }
+  check("dyt_bwd_params dw", s, w1, rw, 1e-5);
+  check("dyt_bwd_params db", s, b1, rb, 1e-5);
+  check("dyt_bwd_params dalpha", s, a1, ra, 1e-5);
+  check_same("dyt_bwd_params", s, w1.data(), w2.data(), w1.size() * 4);
+  check_same("dyt_bwd_params dalpha", s, a1.data(), a2.data(), 4);
+}
+
+static double silu_d(double x) { return x / (1 + std::exp(-x)); }
+static double silu_grad_d(double x) {
+  const double s = 1 / (1 + std::exp(-x));
+  return s * (1 + x * (1 - s));
+}
+
+template <long long n>
+static void test_activations() {
+  const int grid = (int)((n % 8 == 0 ? n / 8 : n) + 255) / 256;
+  auto x = rnd(n, 4.f), g = rnd(n, 1.f), d0 = rnd(n, 1.f);
+  std::unique_ptr<Dev<bf16>> dx(dev_bf(x)), dg(dev_bf(g));
+  Dev<bf16> out(n);
+  const std::string s = shp("n=%lld", n);
+  std::vector<double> r(n);
+  for (int act = 0; act < 2; ++act) {
+    const char* nm = act ? "silu" : "relu";
+    if (act) k_silu<n><<<grid, 256>>>(dx->p, out.p); else k_relu<n><<<grid, 256>>>(dx->p, out.p);
+    LAUNCH_CHECK();
+    for (long long i = 0; i < n; ++i) r[i] = act ? silu_d(x[i]) : std::max(0.0, (double)x[i]);
+    check(nm, s, from_bf(out.get()), r, 2e-2);
+    if (act) k_silu_bwd<n, 0><<<grid, 256>>>(dx->p, dg->p, out.p); else k_relu_bwd<n, 0><<<grid, 256>>>(dx->p, dg->p, out.p);
+    LAUNCH_CHECK();
+    for (long long i = 0; i < n; ++i) r[i] = act ? g[i] * silu_grad_d(x[i]) : (x[i] > 0 ? g[i] : 0.0);
+    check(act ? "silu_bwd acc=0" : "relu_bwd acc=0", s, from_bf(out.get()), r, 2e-2);
+    std::unique_ptr<Dev<bf16>> acc(dev_bf(d0));
+    if (act) k_silu_bwd<n, 1><<<grid, 256>>>(dx->p, dg->p, acc->p); else k_relu_bwd<n, 1><<<grid, 256>>>(dx->p, dg->p, acc->p);
+    LAUNCH_CHECK();
+    for (long long i = 0; i < n; ++i) r[i] += d0[i];
+    check(act ? "silu_bwd acc=1" : "relu_bwd acc=1", s, from_bf(acc->get()), r, 2e-2);
+  }
+}
+
+template <int N, int F, int ACT>
+static void test_glu() {
+  auto x = rnd((size_t)N * 2 * F, 3.f), g = rnd((size_t)N * F, 1.f);
+  std::unique_ptr<Dev<bf16>> dx(dev_bf(x)), dg(dev_bf(g));
+  Dev<bf16> out((size_t)N * F), gx((size_t)N * 2 * F);
+  const int grid = (N * F / (F % 8 == 0 ? 8 : 1) + 255) / 256;
+  k_glu<N, F, ACT><<<grid, 256>>>(dx->p, out.p);
+  k_glu_bwd<N, F, ACT><<<grid, 256>>>(dx->p, dg->p, gx.p);
+  LAUNCH_CHECK();
+  std::vector<double> r((size_t)N * F), rg((size_t)N * 2 * F);
+  for (int i = 0; i < N; ++i)
+    for (int f = 0; f < F; ++f) {
+      const double ga = x[(size_t)i * 2 * F + f], u = x[(size_t)i * 2 * F + F + f], d = g[(size_t)i * F + f];
+      const double av = ACT ? silu_d(ga) : gelu_d(ga), ad = ACT ? silu_grad_d(ga) : gelu_grad_d(ga);
+      r[(size_t)i * F + f] = av * u;
+      rg[(size_t)i * 2 * F + f] = d * u * ad;
+      rg[(size_t)i * 2 * F + F + f] = d * av;
+    }
+  const std::string s = shp("N=%d F=%d act=%d", N, F, ACT);
+  check("glu", s, from_bf(out.get()), r, 2e-2);
+  check("glu_bwd", s, from_bf(gx.get()), rg, 2e-2);
+}
+
+// The dropout hash of docs/ir_decoder.md on the host (the CPU backend's mf_drop_hash, written out).
+static bool host_keep(uint64_t seed, uint64_t stream, uint64_t ctr, uint64_t i, float p) {
+  uint64_t z = seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (ctr * 0xD1B54A32D192ED03ull) ^ (i * 0x8CB92BA72F3D8DD7ull);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float)(z >> 40) * 0x1p-24f >= p;
+}
+
+template <long long n, int S>
+static void test_dropout(float p) {
+  const int grid = (int)((n % 8 == 0 ? n / 8 : n) + 255) / 256;
+  auto x = rnd(n, 2.f), d0 = rnd(n, 1.f);
+  const std::vector<int> ctr = {1234567, 41};
+  std::unique_ptr<Dev<bf16>> dx(dev_bf(x));
+  std::unique_ptr<Dev<int>> dc(dev_i(ctr));
+  Dev<bf16> out(n);
+  k_dropout<n, S><<<grid, 256>>>(dx->p, dc->p, out.p, p);
+  LAUNCH_CHECK();
+  const std::vector<float> o = from_bf(out.get());
+  std::vector<double> r(n);
+  std::vector<unsigned char> mg(n), mc(n);
+  const float sc = 1.f / (1.f - p);
+  for (long long i = 0; i < n; ++i) {
+    mc[i] = host_keep(1234567, S, 41, (uint64_t)i, p);
+    mg[i] = o[i] != 0.f;   // x is never 0
+    r[i] = mc[i] ? (double)(x[i] * sc) : 0.0;
+  }
+  const std::string s = shp("n=%lld p=%g stream=%d", n, p, S);
+  check("dropout out", s, o, r, 2e-2);
+  check_same("dropout mask == CPU hash", s, mg.data(), mc.data(), (size_t)n);
+  std::unique_ptr<Dev<bf16>> acc(dev_bf(d0));
+  k_dropout_bwd<n, S, 1><<<grid, 256>>>(dx->p, dc->p, acc->p, p);
+  LAUNCH_CHECK();
+  for (long long i = 0; i < n; ++i) r[i] += d0[i];
+  check("dropout_bwd acc=1", s, from_bf(acc->get()), r, 2e-2);
+}
+
+template <int N, int D, int Vp>
+static void test_embed_tok() {
+  std::vector<int> tok(N);
+  for (auto& t : tok) t = irand(Vp);
+  auto wte = rnd((size_t)Vp * D, 1.f);
+  std::unique_ptr<Dev<int>> dt(dev_i(tok));
+  std::unique_ptr<Dev<bf16>> dw(dev_bf(wte));
+  Dev<bf16> out((size_t)N * D);
+  k_embed_tok<N, D><<<(N * (D / 8) + 255) / 256, 256>>>(dt->p, dw->p, out.p);
+  LAUNCH_CHECK();
+  std::vector<double> r((size_t)N * D);
+  for (int i = 0; i < N; ++i)
+    for (int c = 0; c < D; ++c) r[(size_t)i * D + c] = wte[(size_t)tok[i] * D + c];
+  check("embed_tok", shp("N=%d D=%d", N, D), from_bf(out.get()), r, 0.0);
+}
+
+template <int N, int H, int DN, int DR>
+static void test_mla_k() {
+  constexpr int W = DN + DR;
+  auto kn = rnd((size_t)N * H * DN, 1.f), kr = rnd((size_t)N * DR, 1.f), dk = rnd((size_t)N * H * W, 1.f);
+  std::unique_ptr<Dev<bf16>> dkn(dev_bf(kn)), dkr(dev_bf(kr)), ddk(dev_bf(dk));
+  Dev<bf16> k((size_t)N * H * W), gn((size_t)N * H * DN), gr((size_t)N * DR);
+  k_mla_k<N, H, DN, DR><<<(N * H * W / 8 + 255) / 256, 256>>>(dkn->p, dkr->p, k.p);
+  k_mla_k_bwd<N, H, DN, DR><<<(N * (H * DN + DR) / 8 + 255) / 256, 256>>>(ddk->p, gn.p, gr.p);
+  LAUNCH_CHECK();
+  std::vector<double> rk((size_t)N * H * W), rn((size_t)N * H * DN), rr((size_t)N * DR, 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int h = 0; h < H; ++h)
+      for (int j = 0; j < W; ++j) {
+        const size_t o = ((size_t)n * H + h) * W + j;
+        rk[o] = j < DN ? kn[((size_t)n * H + h) * DN + j] : kr[(size_t)n * DR + j - DN];
+        if (j < DN) rn[((size_t)n * H + h) * DN + j] = dk[o];
+        else rr[(size_t)n * DR + j - DN] += dk[o];
+      }
+  const std::string s = shp("N=%d H=%d dn=%d dr=%d", N, H, DN, DR);
+  check("mla_k", s, from_bf(k.get()), rk, 0.0);
+  check("mla_k_bwd dknope", s, from_bf(gn.get()), rn, 0.0);
+  check("mla_k_bwd dkrope", s, from_bf(gr.get()), rr, 2e-2);
 }
 
 // ---- benchmark ---------------------------------------------------------------------------------
@@ -658,8 +991,28 @@ int main(int argc, char** argv) {
   test_attention<2, 100, 3, 32>();
   test_xent<64, 500, 512>();
   test_xent<8, 50257, 50304>();
-  test_adamw<10003, 6001>();
-  test_adamw<(1 << 20), 700000>();
+  test_adamw<10003, 6001>(0, 10003);
+  test_adamw<(1 << 20), 700000>(0, 1 << 20);
+  test_adamw<10003, 6001>(5120, 10003);              // the last of two ZeRO-1 shards (tail not a multiple of 4)
+  test_adamw<(1 << 20), 700000>(262144, 524288);     // an inner shard of four
+  test_adamw<(3LL << 32), (1LL << 32) + 5000>((1LL << 32) - 2048, (1LL << 32) + 10003);  // past 2^32 elements
+  test_rmsnorm<64, 64>();
+  test_rmsnorm<100, 768>();
+  test_rmsnorm<40, 2304>();       // re-read path (forward and backward)
+  test_rmsnorm<37, 776>();        // C % 16 != 0 (8-column slabs)
+  test_dyt<64, 64>();
+  test_dyt<37, 776>();
+  test_dyt<300, 2304>();
+  test_activations<8192>();
+  test_activations<1001>();       // scalar path
+  test_glu<16, 64, 0>();
+  test_glu<16, 64, 1>();
+  test_glu<7, 37, 1>();           // F % 8 != 0 (scalar path)
+  test_dropout<8192, 3>(0.1f);
+  test_dropout<1001, 12>(0.5f);   // scalar path
+  test_embed_tok<100, 64, 50>();
+  test_mla_k<20, 4, 16, 16>();
+  test_mla_k<8, 3, 128, 64>();
 
   if (bench && g_fail == 0) {
     bench_attention<16, 1024, 12, 64>();

@@ -659,13 +659,13 @@ static void test_optimizer(void) {
   long n = 10, G = 3;
   float g[10], part[3];
   for (int i = 0; i < 10; i++) g[i] = (float)(i - 4);
-  cpu_sumsq(g, part, n, G);
+  cpu_sumsq(g, part, 0, n, G);
   check(part[0] + part[1] + part[2] == 16 + 9 + 4 + 1 + 0 + 1 + 4 + 9 + 16 + 25 && part[0] == 16 + 9 + 4 + 1,
         "sumsq: partials over chunks of ceil(n/G)");
   float w[10], m[10], v[10], scal[8] = {0.1f, 0.1f, 0.05f};
   for (int i = 0; i < 10; i++) { w[i] = 1; m[i] = 0.5f; v[i] = 0.25f; }
   float w0 = w[7], m0 = m[7], v0 = v[7], w2 = w[2];
-  cpu_adamw(w, g, m, v, scal, part, n, 5, G, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
+  cpu_adamw(w, g, m, v, scal, part, 0, n, 5, G, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
   double norm = sqrt(85.0), c = 1.0 / (norm + 1e-6), gi = c * g[7];
   double mi = 0.9 * m0 + 0.1 * gi, vi = 0.95 * v0 + 0.05 * gi * gi;
   double wi = w0 - 0.1 * ((mi / 0.1) / (sqrt(vi / 0.05) + 1e-8)); /* index 7 >= n_decay: no decay */
@@ -674,8 +674,524 @@ static void test_optimizer(void) {
   check(fabs(m[7] - mi) < 1e-7 && fabs(v[7] - vi) < 1e-7 && fabs(w[7] - wi) < 1e-6 && fabs(w[2] - w2n) < 1e-6,
         "adamw: clipped gradient, moments, bias correction, decay only below n_decay");
   for (int i = 0; i < 10; i++) { w[i] = 1; m[i] = v[i] = 0; }
-  cpu_adamw(w, g, m, v, scal, part, n, 0, G, 0, 0.9f, 0.95f, 1e-8f, 0);
+  cpu_adamw(w, g, m, v, scal, part, 0, n, 0, G, 0, 0.9f, 0.95f, 1e-8f, 0);
   check(fabs(m[9] - 0.1 * 5) < 1e-6, "adamw: clip = 0 disables clipping");
+  /* a sub-range (a ZeRO-1 shard, docs/ir.md "optrange"): partials over [lo, hi) only, and only those
+   * elements updated — the two halves' partials sum to the whole's, and two half updates = one whole */
+  float pa[3], pb[3], w1[10], m1[10], v1[10];
+  cpu_sumsq(g, pa, 0, 4, G);
+  cpu_sumsq(g, pb, 4, n, G);
+  check(pa[0] + pa[1] + pa[2] == 16 + 9 + 4 + 1 && pb[0] + pb[1] + pb[2] == 0 + 1 + 4 + 9 + 16 + 25 && pb[0] == 0 + 1,
+        "sumsq: over a sub-range, chunks of ceil((hi-lo)/G) from lo");
+  for (int i = 0; i < 10; i++) { w[i] = w1[i] = 1; m[i] = v[i] = m1[i] = v1[i] = 0; }
+  cpu_adamw(w, g, m, v, scal, part, 0, n, 5, G, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
+  cpu_adamw(w1, g, m1, v1, scal, part, 4, n, 5, G, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
+  check(w1[3] == 1 && m1[3] == 0 && v1[3] == 0 && w1[4] == w[4] && w1[9] == w[9],
+        "adamw: a sub-range updates only its elements");
+  cpu_adamw(w1, g, m1, v1, scal, part, 0, 4, 5, G, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
+  check(!memcmp(w, w1, sizeof w) && !memcmp(m, m1, sizeof m) && !memcmp(v, v1, sizeof v),
+        "adamw: two sub-ranges == the whole range");
+}
+
+/* ================= the model vocabulary (docs/ir_decoder.md) ================= */
+
+/* rmsnorm: f = Σ r ⊙ rmsnorm(x; w) */
+typedef struct { long N, C; const float *r; float *x, *w, *out, *rstd; } RmsCtx;
+static double rms_fx(void *vc, const float *v) {
+  RmsCtx *c = vc;
+  cpu_rmsnorm(v, c->w, c->out, c->rstd, c->N, c->C, 1e-5f);
+  double s = 0;
+  for (long i = 0; i < c->N * c->C; i++) s += (double)c->r[i] * c->out[i];
+  return s;
+}
+static double rms_fw(void *vc, const float *v) {
+  RmsCtx *c = vc;
+  cpu_rmsnorm(c->x, v, c->out, c->rstd, c->N, c->C, 1e-5f);
+  double s = 0;
+  for (long i = 0; i < c->N * c->C; i++) s += (double)c->r[i] * c->out[i];
+  return s;
+}
+
+static void test_rmsnorm(void) {
+  long N = 3, C = 16;
+  float *x = falloc(N * C), *w = falloc(C), *r = falloc(N * C), *out = falloc(N * C), *rstd = falloc(N);
+  float *dx = falloc(N * C), *dw = falloc(C);
+  fill(x, N * C, 2); fill(w, C, 1); fill(r, N * C, 1);
+  for (long i = 0; i < C; i++) x[i] += 3;
+  cpu_rmsnorm(x, w, out, rstd, N, C, 1e-5f);
+  int good = 1;
+  for (long n = 0; n < N; n++) {
+    double ss = 0;
+    for (long c = 0; c < C; c++) ss += (double)x[n * C + c] * x[n * C + c];
+    double rs = 1 / sqrt(ss / C + 1e-5);
+    good &= fabs(rstd[n] - rs) < 1e-6 * rs;
+    for (long c = 0; c < C; c++) good &= fabs(out[n * C + c] - x[n * C + c] * rs * w[c]) < 1e-5;
+  }
+  check(good, "rmsnorm: rstd = 1/sqrt(mean x^2 + eps), out = x*rstd*w");
+  RmsCtx ctx = {N, C, r, x, w, out, rstd};
+  cpu_rmsnorm(x, w, out, rstd, N, C, 1e-5f);
+  for (long i = 0; i < N * C; i++) dx[i] = 0.25f;
+  cpu_rmsnorm_bwd(r, x, w, rstd, dx, N, C, 1);
+  for (long i = 0; i < N * C; i++) dx[i] -= 0.25f;
+  double e1 = fd_check(rms_fx, &ctx, x, N * C, dx, 1e-2);
+  cpu_rmsnorm(x, w, out, rstd, N, C, 1e-5f);
+  cpu_rmsnorm_bwd(r, x, w, rstd, dx, N, C, 0);
+  double e0 = fd_check(rms_fx, &ctx, x, N * C, dx, 1e-2);
+  check(e1 < 1e-3 && e0 < 1e-3, "rmsnorm_bwd (acc=1, acc=0) matches finite differences (rel %.1e, %.1e)", e1, e0);
+  for (long i = 0; i < C; i++) dw[i] = 1;
+  cpu_rmsnorm(x, w, out, rstd, N, C, 1e-5f);
+  cpu_rmsnorm_bwd_params(r, x, rstd, dw, N, C);
+  for (long i = 0; i < C; i++) dw[i] -= 1;
+  double ew = fd_check(rms_fw, &ctx, w, C, dw, 1e-2);
+  check(ew < 1e-3, "rmsnorm_bwd_params accumulates dw (rel %.1e)", ew);
+  float *a = falloc(N * C), *sum = falloc(N * C), *out2 = falloc(N * C), *rs2 = falloc(N), *sref = falloc(N * C);
+  fill(a, N * C, 1);
+  cpu_add_rmsnorm(a, x, w, sum, out2, rs2, N, C, 1e-5f);
+  cpu_add(a, x, sref, N * C);
+  cpu_rmsnorm(sref, w, out, rstd, N, C, 1e-5f);
+  check(!memcmp(sum, sref, (size_t)(N * C) * 4) && !memcmp(out, out2, (size_t)(N * C) * 4) && !memcmp(rs2, rstd, (size_t)N * 4),
+        "add_rmsnorm: sum = a + b, then rmsnorm of the sum");
+  free(x); free(w); free(r); free(out); free(rstd); free(dx); free(dw); free(a); free(sum); free(out2); free(rs2); free(sref);
+}
+
+/* dyt: f = Σ r ⊙ (w·tanh(α·x) + b), differentiated w.r.t. one of x, alpha, w, b */
+typedef struct { long N, C; const float *r; float *x, *al, *w, *b, *out; int wrt; } DytCtx;
+static double dyt_f(void *vc, const float *v) {
+  DytCtx *c = vc;
+  cpu_dyt(c->wrt == 0 ? v : c->x, c->wrt == 1 ? v : c->al, c->wrt == 2 ? v : c->w, c->wrt == 3 ? v : c->b, c->out, c->N, c->C);
+  double s = 0;
+  for (long i = 0; i < c->N * c->C; i++) s += (double)c->r[i] * c->out[i];
+  return s;
+}
+
+static void test_dyt(void) {
+  long N = 3, C = 8;
+  float *x = falloc(N * C), *w = falloc(C), *b = falloc(C), *r = falloc(N * C), *out = falloc(N * C), al[1] = {0.7f};
+  float *dx = falloc(N * C), *dw = falloc(C), *db = falloc(C), dal[1] = {0.5f};
+  fill(x, N * C, 2); fill(w, C, 1); fill(b, C, 1); fill(r, N * C, 1);
+  cpu_dyt(x, al, w, b, out, N, C);
+  int good = 1;
+  for (long i = 0; i < N * C; i++) good &= fabs(out[i] - (w[i % C] * tanh(0.7 * x[i]) + b[i % C])) < 1e-6;
+  check(good, "dyt: out = w*tanh(alpha*x) + b");
+  DytCtx ctx = {N, C, r, x, al, w, b, out, 0};
+  for (long i = 0; i < N * C; i++) dx[i] = 0.25f;
+  cpu_dyt_bwd(r, x, al, w, dx, N, C, 1);
+  for (long i = 0; i < N * C; i++) dx[i] -= 0.25f;
+  double ex = fd_check(dyt_f, &ctx, x, N * C, dx, 1e-2);
+  cpu_dyt_bwd(r, x, al, w, dx, N, C, 0);
+  double ex0 = fd_check(dyt_f, &ctx, x, N * C, dx, 1e-2);
+  check(ex < 1e-3 && ex0 < 1e-3, "dyt_bwd (acc=1, acc=0) matches finite differences (rel %.1e, %.1e)", ex, ex0);
+  for (long i = 0; i < C; i++) { dw[i] = 1; db[i] = 2; }
+  cpu_dyt_bwd_params(r, x, al, dal, w, dw, db, N, C);
+  for (long i = 0; i < C; i++) { dw[i] -= 1; db[i] -= 2; }
+  dal[0] -= 0.5f;
+  ctx.wrt = 1;
+  double ea = fd_check(dyt_f, &ctx, al, 1, dal, 1e-3);
+  ctx.wrt = 2;
+  double ew = fd_check(dyt_f, &ctx, w, C, dw, 1e-2);
+  ctx.wrt = 3;
+  double eb = fd_check(dyt_f, &ctx, b, C, db, 1e-2);
+  check(ea < 1e-3 && ew < 1e-3 && eb < 1e-3, "dyt_bwd_params accumulates dalpha, dw, db (rel %.1e, %.1e, %.1e)", ea, ew, eb);
+  float *a = falloc(N * C), *sum = falloc(N * C), *out2 = falloc(N * C), *sref = falloc(N * C);
+  fill(a, N * C, 1);
+  cpu_add_dyt(a, x, al, w, b, sum, out2, N, C);
+  cpu_add(a, x, sref, N * C);
+  cpu_dyt(sref, al, w, b, out, N, C);
+  check(!memcmp(sum, sref, (size_t)(N * C) * 4) && !memcmp(out, out2, (size_t)(N * C) * 4), "add_dyt: sum = a + b, then dyt of the sum");
+  free(x); free(w); free(b); free(r); free(out); free(dx); free(dw); free(db); free(a); free(sum); free(out2); free(sref);
+}
+
+/* activations: f = Σ r ⊙ act(x) */
+typedef struct { long n, N, F; int kind, act; const float *r; float *out; } ActCtx;
+static double act_f(void *vc, const float *v) {
+  ActCtx *c = vc;
+  long m = c->kind == 2 ? c->N * c->F : c->n;
+  if (c->kind == 0) cpu_relu(v, c->out, c->n);
+  else if (c->kind == 1) cpu_silu(v, c->out, c->n);
+  else cpu_glu(v, c->out, c->N, c->F, c->act);
+  double s = 0;
+  for (long i = 0; i < m; i++) s += (double)c->r[i] * c->out[i];
+  return s;
+}
+
+static void test_activations(void) {
+  long n = 40;
+  float *x = falloc(n), *r = falloc(n), *out = falloc(n), *dx = falloc(n);
+  fill(x, n, 3); fill(r, n, 1);
+  for (long i = 0; i < n; i++) if (fabsf(x[i]) < 0.05f) x[i] = 0.5f; /* keep relu's kink out of the differences */
+  cpu_relu(x, out, n);
+  cpu_silu(x, dx, n);
+  int good = 1;
+  for (long i = 0; i < n; i++) good &= out[i] == (x[i] > 0 ? x[i] : 0) && fabs(dx[i] - x[i] / (1 + exp(-x[i]))) < 1e-6;
+  check(good, "relu = max(x, 0), silu = x*sigmoid(x)");
+  for (int kind = 0; kind < 2; kind++) {
+    ActCtx c = {n, 0, 0, kind, 0, r, out};
+    for (long i = 0; i < n; i++) dx[i] = 0.5f;
+    if (kind == 0) cpu_relu_bwd(x, r, dx, n, 1); else cpu_silu_bwd(x, r, dx, n, 1);
+    for (long i = 0; i < n; i++) dx[i] -= 0.5f;
+    double e1 = fd_check(act_f, &c, x, n, dx, 1e-3);
+    if (kind == 0) cpu_relu_bwd(x, r, dx, n, 0); else cpu_silu_bwd(x, r, dx, n, 0);
+    double e0 = fd_check(act_f, &c, x, n, dx, 1e-3);
+    check(e1 < 1e-3 && e0 < 1e-3, "%s_bwd (acc=1, acc=0) matches finite differences (rel %.1e, %.1e)", kind ? "silu" : "relu", e1, e0);
+  }
+  long N = 3, F = 5;
+  float *gx = falloc(N * 2 * F), *gr = falloc(N * F), *go = falloc(N * F), *gdx = falloc(N * 2 * F);
+  fill(gx, N * 2 * F, 2); fill(gr, N * F, 1);
+  for (int act = 0; act < 2; act++) {
+    cpu_glu(gx, go, N, F, act);
+    good = 1;
+    for (long i = 0; i < N; i++)
+      for (long f = 0; f < F; f++) {
+        double g = gx[i * 2 * F + f], u = gx[i * 2 * F + F + f];
+        double a = act ? g / (1 + exp(-g)) : 0.5 * g * (1 + tanh(sqrt(2 / 3.141592653589793) * (g + 0.044715 * g * g * g)));
+        good &= fabs(go[i * F + f] - a * u) < 1e-5;
+      }
+    ActCtx c = {0, N, F, 2, act, gr, go};
+    for (long i = 0; i < N * 2 * F; i++) gdx[i] = 9; /* written, never accumulated */
+    cpu_glu_bwd(gx, gr, gdx, N, F, act);
+    double e = fd_check(act_f, &c, gx, N * 2 * F, gdx, 1e-3);
+    check(good && e < 1e-3, "glu act=%d (%s): act(gate)*up, glu_bwd matches finite differences (rel %.1e)", act,
+          act ? "swiglu" : "geglu", e);
+  }
+  free(x); free(r); free(out); free(dx); free(gx); free(gr); free(go); free(gdx);
+}
+
+/* the dropout hash written out once more from docs/ir_decoder.md, independently of cpu_ops.c */
+static uint64_t hand_hash(uint64_t seed, uint64_t stream, uint64_t ctr, uint64_t i) {
+  uint64_t z = seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (ctr * 0xD1B54A32D192ED03ull) ^ (i * 0x8CB92BA72F3D8DD7ull);
+  z = z + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+static void test_dropout(void) {
+  /* splitmix64's first output for state 0 (Steele et al.) is 0xE220A8397B1DCDAF */
+  check(mf_drop_hash(0, 0, 0, 0) == 0xE220A8397B1DCDAFull, "dropout: hash64(0) is splitmix64's first output");
+  int good = 1;
+  for (uint64_t i = 0; i < 1000; i++)
+    good &= mf_drop_hash(123456, 7, 42, i) == hand_hash(123456, 7, 42, i) &&
+            mf_drop_uniform(123456, 7, 42, i) == (float)((double)(hand_hash(123456, 7, 42, i) >> 40) / 16777216.0);
+  check(good, "dropout: hash and uniform as documented");
+  long n = 4096;
+  float *x = falloc(n), *out = falloc(n), *dx = falloc(n), *g = falloc(n), p = 0.3f;
+  fill(x, n, 1); fill(g, n, 1);
+  for (long i = 0; i < n; i++) if (x[i] == 0) x[i] = 1;
+  int32_t ctr[2] = {123456, 42};
+  cpu_dropout(x, ctr, out, n, p, 7);
+  long kept = 0;
+  good = 1;
+  for (long i = 0; i < n; i++) {
+    int keep = (double)(hand_hash(123456, 7, 42, (uint64_t)i) >> 40) / 16777216.0 >= (double)p;
+    kept += keep;
+    good &= out[i] == (keep ? x[i] * (1.0f / (1.0f - p)) : 0.0f);
+  }
+  check(good, "dropout: the mask is the hand-computed hash (u >= p kept, scaled by 1/(1-p))");
+  check(fabs((double)kept / n - 0.7) < 0.03, "dropout: about 1-p kept (%.3f)", (double)kept / n);
+  for (long i = 0; i < n; i++) dx[i] = 2;
+  cpu_dropout_bwd(g, ctr, dx, n, p, 7, 1);
+  good = 1;
+  for (long i = 0; i < n; i++) good &= dx[i] == 2 + (out[i] != 0 ? g[i] * (1.0f / (1.0f - p)) : 0.0f);
+  cpu_dropout_bwd(g, ctr, dx, n, p, 7, 0);
+  for (long i = 0; i < n; i++) good &= dx[i] == (out[i] != 0 ? g[i] * (1.0f / (1.0f - p)) : 0.0f);
+  check(good, "dropout_bwd: the same mask (acc=1 accumulates, acc=0 writes)");
+  int32_t ctr2[2] = {123456, 43};
+  cpu_dropout(x, ctr2, dx, n, p, 7);
+  cpu_dropout(x, ctr, g, n, p, 8);
+  check(memcmp(dx, out, (size_t)n * 4) != 0 && memcmp(g, out, (size_t)n * 4) != 0, "dropout: another counter or stream, another mask");
+  free(x); free(out); free(dx); free(g);
+}
+
+static void test_embed_mla(void) {
+  long N = 4, D = 3;
+  int32_t tok[4] = {2, 0, 2, 1};
+  float wte[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, out[12];
+  cpu_embed_tok(tok, wte, out, N, D);
+  int good = 1;
+  for (long i = 0; i < N; i++)
+    for (long c = 0; c < D; c++) good &= out[i * D + c] == wte[tok[i] * D + c];
+  check(good, "embed_tok: out = wte[token]");
+  long H = 3, dn = 4, dr = 2, w = dn + dr;
+  float *kn = falloc(N * H * dn), *kr = falloc(N * dr), *k = falloc(N * H * w), *r = falloc(N * H * w);
+  float *dkn = falloc(N * H * dn), *dkr = falloc(N * dr);
+  fill(kn, N * H * dn, 1); fill(kr, N * dr, 1); fill(r, N * H * w, 1);
+  cpu_mla_k(kn, kr, k, N, H, dn, dr);
+  good = 1;
+  for (long n = 0; n < N; n++)
+    for (long h = 0; h < H; h++)
+      for (long j = 0; j < w; j++)
+        good &= k[(n * H + h) * w + j] == (j < dn ? kn[(n * H + h) * dn + j] : kr[n * dr + j - dn]);
+  check(good, "mla_k: k[n, h] = [knope[n, h] ; krope[n]]");
+  for (long i = 0; i < N * H * dn; i++) dkn[i] = 5;
+  for (long i = 0; i < N * dr; i++) dkr[i] = 5;
+  cpu_mla_k_bwd(r, dkn, dkr, N, H, dn, dr);
+  double lhs = 0, rhs = 0;
+  for (long i = 0; i < N * H * w; i++) lhs += (double)r[i] * k[i];
+  for (long i = 0; i < N * H * dn; i++) rhs += (double)dkn[i] * kn[i];
+  for (long i = 0; i < N * dr; i++) rhs += (double)dkr[i] * kr[i];
+  check(fabs(lhs - rhs) < 1e-5, "mla_k_bwd is the adjoint of mla_k (dkrope sums the heads; both written)");
+  free(kn); free(kr); free(k); free(r); free(dkn); free(dkr);
+}
+
+/* ---- generalised attention ---- */
+
+static void test_alibi_rope(void) {
+  int good = 1;
+  for (long h = 0; h < 8; h++) good &= attn_alibi_slope(h, 8) == pow(2, -(double)(h + 1));
+  check(good, "alibi: H = 8 slopes 1/2, 1/4, ..., 1/256");
+  /* H = 12: the 8 slopes of H = 8, then every other slope of H = 16: 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5 */
+  static const double want12[12] = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625,
+                                    0.70710678118654752, 0.35355339059327376, 0.17677669529663688, 0.088388347648318440};
+  good = 1;
+  for (long h = 0; h < 12; h++) good &= fabs(attn_alibi_slope(h, 12) - want12[h]) < 1e-15;
+  check(good, "alibi: H = 12 slopes interpolated as in the ALiBi reference code");
+  /* RoPE against a direct rotation: slice = the last R = 8 of DQK = 12 dims, t = 5, base 10000 */
+  long DQK = 12, R = 8, t = 5;
+  double x[12], y[12], z[12];
+  for (long e = 0; e < DQK; e++) x[e] = 0.1 * (double)(e + 1) - 0.35;
+  for (int mode = 1; mode <= 2; mode++) {
+    memcpy(y, x, sizeof x);
+    attn_rope(y, DQK, R, mode, 10000.0f, t, 0);
+    memcpy(z, x, sizeof x);
+    double err = 0;
+    for (long p = 0; p < R / 2; p++) {
+      double th = pow(10000.0, -2.0 * (double)p / (double)R), c = cos(t * th), s = sin(t * th);
+      long i1 = DQK - R + (mode == 1 ? p : 2 * p), i2 = DQK - R + (mode == 1 ? p + R / 2 : 2 * p + 1);
+      z[i1] = x[i1] * c - x[i2] * s;
+      z[i2] = x[i2] * c + x[i1] * s;
+    }
+    for (long e = 0; e < DQK; e++) err = fmax(err, fabs(y[e] - z[e]));
+    double back = 0;
+    attn_rope(y, DQK, R, mode, 10000.0f, t, 1);
+    for (long e = 0; e < DQK; e++) back = fmax(back, fabs(y[e] - x[e]));
+    check(err < 1e-6 && back < 1e-12, "rope %s: a rotation of pairs %s by t*theta_p, inverse restores (err %.1e)",
+          mode == 1 ? "half-split" : "adjacent", mode == 1 ? "(p, p+R/2)" : "(2p, 2p+1)", err);
+  }
+  /* the two layouts differ, and the first DQK − R dims are never touched */
+  double h1[12], h2[12];
+  memcpy(h1, x, sizeof x); memcpy(h2, x, sizeof x);
+  attn_rope(h1, DQK, R, 1, 10000.0f, 3, 0);
+  attn_rope(h2, DQK, R, 2, 10000.0f, 3, 0);
+  check(memcmp(h1, x, 4 * sizeof(double)) == 0 && memcmp(h1, h2, sizeof h1) != 0, "rope: only the last R dims turn; layouts differ");
+}
+
+/* One attention configuration with q, k, v inside one array xs (packed: q = k = v = xs; else
+ * consecutive regions) and gradients in the same layout. */
+typedef struct { CpuAttn a; long nq, nk, nv; int packed; const float *r; float *out, *lse; } AtGCtx;
+static void atg_ptrs(AtGCtx *c, float *xs, float **q, float **k, float **v) {
+  *q = xs;
+  *k = c->packed ? xs : xs + c->nq;
+  *v = c->packed ? xs : xs + c->nq + c->nk;
+}
+static double atg_f(void *vc, const float *xs) {
+  AtGCtx *c = vc;
+  float *q, *k, *v;
+  atg_ptrs(c, (float *)xs, &q, &k, &v);
+  cpu_attn(&c->a, q, k, v, c->out, c->lse);
+  double s = 0;
+  for (long i = 0; i < c->a.B * c->a.T * c->a.H * c->a.DV; i++) s += (double)c->r[i] * c->out[i];
+  return s;
+}
+
+/* Finite differences of Σ r ⊙ attn(q, k, v) against attn_bwd_pre + attn_bwd_dkdv + attn_bwd_dq. */
+static void attn_fd(const char *what, CpuAttn a, int packed) {
+  long N = a.B * a.T, nq = N * a.LDQ, nk = packed ? 0 : N * a.LDK, nv = packed ? 0 : N * a.LDV, n = nq + nk + nv;
+  long no = N * a.H * a.DV, S = a.B * a.H * a.T;
+  float *xs = falloc(n), *g = falloc(n), *r = falloc(no), *out = falloc(no), *lse = falloc(S), *delta = falloc(S);
+  fill(xs, n, 1.5f); fill(r, no, 1);
+  AtGCtx c = {a, nq, nk, nv, packed, r, out, lse};
+  float *q, *k, *v, *dq, *dk, *dv;
+  atg_ptrs(&c, xs, &q, &k, &v);
+  atg_ptrs(&c, g, &dq, &dk, &dv);
+  cpu_attn(&a, q, k, v, out, lse);
+  cpu_attn_bwd_pre(out, r, delta, a.B, a.T, a.H, a.DV);
+  /* columns of q/k/v rows that belong to no head must stay untouched: mark them, then zero */
+  for (long i = 0; i < n; i++) g[i] = 77;
+  cpu_attn_bwd_dkdv(&a, q, k, v, r, lse, delta, dk, dv);
+  cpu_attn_bwd_dq(&a, q, k, v, r, lse, delta, dq);
+  long untouched = 0;
+  for (long i = 0; i < n; i++) if (g[i] == 77) { untouched++; g[i] = 0; }
+  double e = fd_check(atg_f, &c, xs, n, g, 1e-2);
+  check(e < 2e-3, "attn %s: backward matches finite differences (rel %.1e, %ld unused columns untouched)", what, e, untouched);
+  free(xs); free(g); free(r); free(out); free(lse); free(delta);
+}
+
+static CpuAttn attn_packed(long B, long T, long H, long HKV, long d) {
+  CpuAttn a;
+  memset(&a, 0, sizeof a);
+  long W = (H + 2 * HKV) * d;
+  a.B = B; a.T = T; a.H = H; a.HKV = HKV; a.DQK = d; a.DV = d;
+  a.LDQ = a.LDK = a.LDV = W; a.QOFF = 0; a.KOFF = H * d; a.VOFF = (H + HKV) * d;
+  a.QHS = a.KHS = a.VHS = d;
+  a.scale = (float)(1.0 / sqrt((double)d));
+  a.rope_base = 10000.0f;
+  return a;
+}
+
+/* naive forward: mask, ALiBi and GQA written out directly (no RoPE, no dropout) */
+static double attn_naive_err(const CpuAttn *a, const float *qkv, const float *out, const float *lse) {
+  double err = 0;
+  long T = a->T;
+  for (long b = 0; b < a->B; b++)
+    for (long h = 0; h < a->H; h++) {
+      long gk = h / (a->H / a->HKV);
+      double m = a->ALIBI ? attn_alibi_slope(h, a->H) : 0;
+      for (long i = 0; i < T; i++) {
+        double s[64], z = 0, mx = -1e300;
+        for (long j = 0; j <= i; j++) {
+          int vis = a->WINDOW == 0 || i - j < a->WINDOW || j < a->SINK;
+          double dot = 0;
+          for (long e = 0; e < a->DQK; e++)
+            dot += (double)qkv[(b * T + i) * a->LDQ + a->QOFF + h * a->QHS + e] * qkv[(b * T + j) * a->LDK + a->KOFF + gk * a->KHS + e];
+          s[j] = vis ? a->scale * dot - m * (i - j) : -INFINITY;
+          if (s[j] > mx) mx = s[j];
+        }
+        for (long j = 0; j <= i; j++) z += exp(s[j] - mx);
+        err = fmax(err, fabs(lse[(b * a->H + h) * T + i] - (mx + log(z))));
+        for (long e = 0; e < a->DV; e++) {
+          double o = 0;
+          for (long j = 0; j <= i; j++) o += exp(s[j] - mx) / z * qkv[(b * T + j) * a->LDV + a->VOFF + gk * a->VHS + e];
+          err = fmax(err, fabs(out[(b * T + i) * a->H * a->DV + h * a->DV + e] - o));
+        }
+      }
+    }
+  return err;
+}
+
+static void test_attn(void) {
+  test_alibi_rope();
+  /* GPT-2's attention is attn with the packed layout and no extras */
+  long B = 2, T = 6, H = 2, d = 4, N = B * T, D = H * d;
+  CpuAttn a = attn_packed(B, T, H, H, d);
+  float *qkv = falloc(N * 3 * D), *o1 = falloc(N * D), *o2 = falloc(N * D), *l1 = falloc(B * H * T), *l2 = falloc(B * H * T);
+  fill(qkv, N * 3 * D, 1.5f);
+  cpu_attention(qkv, o1, l1, B, T, H, d);
+  cpu_attn(&a, qkv, qkv, qkv, o2, l2);
+  check(maxabs_diff(o1, o2, N * D) < 1e-6 && maxabs_diff(l1, l2, B * H * T) < 1e-6, "attn: packed layout, no extras == attention");
+  free(qkv); free(o1); free(o2); free(l1); free(l2);
+
+  /* masks and ALiBi against the naive loop: GQA 4 query heads on 2 kv heads, T = 9 */
+  struct { long W, S; int alibi; const char *name; } mc[] = {
+    {0, 0, 0, "causal"}, {3, 0, 0, "window 3"}, {3, 2, 0, "window 3 sink 2"}, {1, 0, 0, "W = 1"},
+    {1, 3, 0, "W = 1 sink 3"}, {9, 0, 0, "W >= T"}, {2, 4, 1, "sink >= W, alibi"}, {0, 0, 1, "alibi"}};
+  for (size_t t = 0; t < sizeof mc / sizeof mc[0]; t++) {
+    CpuAttn g = attn_packed(1, 9, 4, 2, 4);
+    g.WINDOW = mc[t].W; g.SINK = mc[t].S; g.ALIBI = mc[t].alibi;
+    long n = 9 * g.LDQ;
+    float *x = falloc(n), *out = falloc(9 * 16), *lse = falloc(4 * 9);
+    fill(x, n, 1.5f);
+    cpu_attn(&g, x, x, x, out, lse);
+    double e = attn_naive_err(&g, x, out, lse);
+    check(e < 1e-5, "attn %s (GQA 4/2): forward against a naive loop (err %.1e)", mc[t].name, e);
+    free(x); free(out); free(lse);
+  }
+  /* backward by finite differences over the variants */
+  CpuAttn g = attn_packed(2, 5, 4, 2, 4);
+  attn_fd("GQA 4/2 packed", g, 1);
+  g = attn_packed(1, 7, 3, 1, 4);
+  g.WINDOW = 2; g.SINK = 2; g.ALIBI = 1;
+  attn_fd("MQA, window 2 + sinks 2, alibi (H = 3)", g, 1);
+  g = attn_packed(1, 6, 2, 2, 8);
+  g.ROPE = 1; g.ROPE_DIM = 4; g.rope_base = 100.0f;
+  attn_fd("rope half-split on the last 4 of 8", g, 1);
+  g.ROPE = 2;
+  attn_fd("rope adjacent on the last 4 of 8", g, 1);
+  /* MLA-like: separate buffers, DQK = 6 (rope on the last 2), DV = 4, per-head strides with gaps */
+  CpuAttn m;
+  memset(&m, 0, sizeof m);
+  m.B = 1; m.T = 5; m.H = 2; m.HKV = 2; m.DQK = 6; m.DV = 4;
+  m.LDQ = 16; m.QOFF = 2; m.QHS = 7; m.LDK = 12; m.KOFF = 0; m.KHS = 6; m.LDV = 10; m.VOFF = 1; m.VHS = 5;
+  m.ROPE = 2; m.ROPE_DIM = 2; m.rope_base = 50.0f; m.scale = 0.4f;
+  attn_fd("separate q/k/v, DQK 6 != DV 4, strided heads, rope", m, 0);
+  /* attention-probability dropout: the mask is the documented hash over ((b·H + h)·T + i)·T + j */
+  int32_t ctr[2] = {991, 17};
+  g = attn_packed(2, 5, 2, 1, 4);
+  g.dropout = 0.3f; g.stream = 5; g.ctr = ctr;
+  attn_fd("dropout 0.3 (GQA 2/1)", g, 1);
+  {
+    long n = 2 * 5 * g.LDQ, no = 2 * 5 * 2 * 4;
+    float *x = falloc(n), *od = falloc(no), *o0 = falloc(no), *ld = falloc(20), *l0 = falloc(20);
+    fill(x, n, 1.5f);
+    cpu_attn(&g, x, x, x, od, ld);
+    CpuAttn g0 = g;
+    g0.dropout = 0;
+    cpu_attn(&g0, x, x, x, o0, l0);
+    double err = 0;
+    long dropped = 0;
+    for (long b = 0; b < 2; b++)
+      for (long h = 0; h < 2; h++)
+        for (long i = 0; i < 5; i++)
+          for (long e = 0; e < 4; e++) {
+            double o = 0;
+            for (long j = 0; j <= i; j++) {
+              double dot = 0;
+              for (long c = 0; c < 4; c++) dot += (double)x[(b * 5 + i) * g.LDQ + h * 4 + c] * x[(b * 5 + j) * g.LDQ + g.KOFF + c];
+              uint64_t idx = (uint64_t)(((b * 2 + h) * 5 + i) * 5 + j);
+              int keep = (double)(hand_hash(991, 5, 17, idx) >> 40) / 16777216.0 >= 0.3;
+              if (!keep && e == 0) dropped++;
+              o += keep ? exp(g.scale * dot - l0[(b * 2 + h) * 5 + i]) / 0.7 * x[(b * 5 + j) * g.LDQ + g.VOFF + e] : 0;
+            }
+            err = fmax(err, fabs(od[(b * 5 + i) * 8 + h * 4 + e] - o));
+          }
+    check(err < 1e-5 && maxabs_diff(ld, l0, 20) == 0 && dropped > 0,
+          "attn dropout: out = sum p*keep/(1-p)*v with the hand-computed mask, lse unchanged (%ld dropped)", dropped);
+    free(x); free(od); free(o0); free(ld); free(l0);
+  }
+}
+
+/* A plan with a frozen sinusoidal param, a `fill` param and the dropctr input: parse, init,
+ * and the counter the backend derives from the step scalars. */
+static const char *DROP_PLAN =
+  "moonforge-plan 1\nname drop\nsource_hash 00\n"
+  "dim B 1\ndim T 4\ndim D 8\ndim N 4\ndim accum 2\ntrain seed 77\n"
+  "param 0 wpe.weight 32 0 0 sinusoidal 0 2 4 8 frozen\n"
+  "param 1 h.0.ln_1.alpha 1 128 0 fill 0.5 1 1\n"
+  "arena params 256\n"
+  "buffer 0 x f32 32 0 0\nbuffer 1 y f32 32 128 32\narena acts 256 64\n"
+  "input dropctr i32 2\n"
+  "op 0 fwd dropout k 1 1 1 32 1 1 0 3 x=act:0 dropctr=dropctr >out=act:1 3 n=32 p=0.25 stream=3 # drop\n"
+  "end\n";
+
+static void test_vocab_plan(void) {
+  Plan p;
+  char err[1024];
+  write_text(path_of("drop.plan"), DROP_PLAN);
+  if (plan_load(path_of("drop.plan"), &p, err, sizeof err)) { check(0, "vocab plan: %s", err); return; }
+  check(p.params[0].frozen == 1 && p.params[1].frozen == 0, "plan: trailing 'frozen' sets the flag");
+  float *w = falloc(p.param_elems);
+  init_params(&p, 1, w);
+  int good = 1;
+  for (long t = 0; t < 4; t++)
+    for (long i = 0; i < 4; i++) {
+      double om = pow(10000.0, -2.0 * i / 8.0);
+      good &= fabs(w[t * 8 + 2 * i] - sin(t * om)) < 1e-7 && fabs(w[t * 8 + 2 * i + 1] - cos(t * om)) < 1e-7;
+    }
+  check(good && w[128] == 0.5f, "init: sinusoidal table sin/cos(t*10000^(-2i/D)); fill = the std field");
+  Backend *b = cpu_backend_new(&p);
+  float scal[8], x[32], y[32], ctr[2];
+  step_scalars(&p, 5, 10, scal);
+  check(scal[3] == 5 && scal[4] == 77, "step_scalars: scal[3] = step, scal[4] = seed & 0xFFFFFF");
+  b->set_scalars(b, scal);
+  Ref rc = {.kind = REF_INPUT, .idx = plan_input(&p, "dropctr")};
+  b->read_ref(b, &rc, 1, ctr, 2);
+  check(ctr[0] == 77 && ctr[1] == 11, "backend: dropctr of micro-step 1 = {seed, step*accum + 1} (%g %g)", ctr[0], ctr[1]);
+  fill(x, 32, 1);
+  b->write_ref(b, op_ref(&p.ops[0], "x"), 0, x, 32);
+  b->run_op(b, &p.ops[0], 1);
+  b->read_ref(b, op_ref(&p.ops[0], "out"), 0, y, 32);
+  int32_t ic[2] = {77, 11};
+  float want[32];
+  cpu_dropout(x, ic, want, 32, 0.25f, 3);
+  check(!memcmp(y, want, sizeof y), "backend: the dropout op uses the micro-step's counter");
+  b->destroy(b);
+  free(w);
+  plan_free(&p);
+  write_text(path_of("frz.plan"), "moonforge-plan 1\nname f\nsource_hash 0\n"
+             "param 0 w 8 0 1 normal 0.1 1 8 frozen\narena params 128\narena acts 0 0\nend\n");
+  expect_plan_error("plan: a frozen param with decay is rejected", path_of("frz.plan"), "frozen param must have decay 0");
+  write_text(path_of("frz2.plan"), "moonforge-plan 1\nname f\nsource_hash 0\n"
+             "param 0 w 8 0 0 normal 0.1 1 8 melted\narena params 128\narena acts 0 0\nend\n");
+  expect_plan_error("plan: an unknown trailing word is rejected", path_of("frz2.plan"), "unexpected trailing field 'melted'");
 }
 
 /* ================= the CPU backend on the mini plan ================= */
@@ -762,8 +1278,8 @@ static void test_backend(void) {
   check(fabs(b->read_grad_norm(b) - sqrt(ss)) < 1e-5 * sqrt(ss), "backend: grad norm = sqrt(sum of partials)");
   float *wr = falloc(pe), *mr = falloc(pe), *vr = falloc(pe), part[4];
   memcpy(wr, w, (size_t)pe * 4);
-  cpu_sumsq(g, part, pe, 4);
-  cpu_adamw(wr, g, mr, vr, scal, part, pe, 128, 4, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
+  cpu_sumsq(g, part, 0, pe, 4);
+  cpu_adamw(wr, g, mr, vr, scal, part, 0, pe, 128, 4, 0.1f, 0.9f, 0.95f, 1e-8f, 1.0f);
   check(maxabs_diff(wr, wk, pe) == 0 && maxabs_diff(mr, m, pe) == 0 && maxabs_diff(vr, v, pe) == 0,
         "backend: the step's update is cpu_adamw's");
 
@@ -818,7 +1334,7 @@ static void expect_exit(const char *what, void (*fn)(void), const char *frag) {
 static void run_unknown_kind(void) {
   Plan p;
   char err[1024];
-  const char *pp = plan_variant("kind.plan", "op 1 fwd layernorm", "op 1 fwd rmsnorm");
+  const char *pp = plan_variant("kind.plan", "op 1 fwd layernorm", "op 1 fwd nosuchkind");
   if (plan_load(pp, &p, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(3); }
   Backend *b = cpu_backend_new(&p);
   b->run_op(b, &p.ops[1], 0);
@@ -861,8 +1377,15 @@ int main(void) {
   test_xent();
   test_embed();
   test_optimizer();
+  test_rmsnorm();
+  test_dyt();
+  test_activations();
+  test_dropout();
+  test_embed_mla();
+  test_attn();
+  test_vocab_plan();
   test_backend();
-  expect_exit("backend: unknown op kind names the op and plan line", run_unknown_kind, "kind.plan:37: op 1 (rmsnorm, ln_f)");
+  expect_exit("backend: unknown op kind names the op and plan line", run_unknown_kind, "kind.plan:37: op 1 (nosuchkind, ln_f)");
   expect_exit("backend: out-of-range token is reported", run_bad_token, "token 99");
   expect_exit("backend: a ref smaller than the op needs is reported", run_small_ref, "ref c=act:5 has 8 elements, the op needs 128");
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -232,6 +232,9 @@ inline void __syncthreads() { emu::syncthreads(); }
 template <class T> inline T __shfl_xor_sync(unsigned, T v, int o, int = 32) { return emu::shfl_xor(v, o); }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+// blocks run one after another here, so a fence is a no-op and an atomic a plain update
+inline void __threadfence() {}
+inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
 
 // ---- CUDA runtime shims used by tests/gpu/test_kernels.cu ------------------------------------
 inline cudaError_t emu_cudaMalloc(void* pp, size_t n) {

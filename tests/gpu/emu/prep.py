@@ -1,4 +1,4 @@
-"""prep.py — turn templates/*.cuh and tests/gpu/test_kernels.cu into host C++ for the CPU
+"""prep.py — turn templates/*.cuh, tests/gpu/test_kernels.cu and tests/gpu/test_attention_gen.cu into host C++ for the CPU
 emulator (emu.h): PTX wrappers are swapped for emu_ptx.h, dynamic shared memory for the
 emulator's buffer, `<<<…>>>` launches for emu::launch and cuda* calls for emu_cuda* shims.
 Usage (from the repository root, no GPU needed):
@@ -6,6 +6,9 @@ Usage (from the repository root, no GPU needed):
   g++ -std=c++17 -O1 -w -I/usr/local/cuda/include -I tests/gpu/emu -I bin/emu \
       bin/emu/test_kernels_emu.cpp -o bin/test_kernels_emu
   bin/test_kernels_emu --no-bench          # EMU_CP_EARLY=1 does cp.async copies at issue
+  g++ -std=c++17 -O1 -w -I/usr/local/cuda/include -I tests/gpu/emu -I bin/emu \
+      bin/emu/test_attention_gen_emu.cpp -o bin/test_attention_gen_emu
+  bin/test_attention_gen_emu --small       # small cases only, no benchmark
 """
 import re, sys, os
 src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -27,28 +30,36 @@ for f in os.listdir(src + '/templates'):
         s = s[:a] + '#include "emu_ptx.h"\n' + s[b:]
         s2 = s.replace('extern __shared__ __align__(16) unsigned char mf_att_smem[];', 'unsigned char* mf_att_smem = emu::smem.data();')
         assert s2.count('emu::smem.data()') == 3; s = s2
+    if f == 'attention_gen.cuh':
+        a = s.index('// ---- PTX wrappers'); b = s.index('// ---- fragment loaders')
+        s = s[:a] + '#include "emu_ptx_gen.h"\n' + s[b:]
+        s2 = s.replace('extern __shared__ __align__(16) unsigned char ag_smem[];', 'unsigned char* ag_smem = emu::smem.data();')
+        assert s2.count('emu::smem.data()') == 3; s = s2
     assert 'asm' not in re.sub(r'//.*', '', s), f
     open(out + '/' + f, 'w').write(s)
-# test program
-s = rd(src + '/tests/gpu/test_kernels.cu')
-s = s.replace('#include <cuda_runtime.h>', '#include "emu.h"')
-s = re.sub(r'\bcuda(Malloc|Free|Memcpy|GetLastError|DeviceSynchronize|FuncSetAttribute|GetErrorString|GetDevice|GetDeviceProperties|EventCreate|EventDestroy|EventRecord|EventSynchronize|EventElapsedTime|DeviceProp|Event_t|Stream_t)\b', r'emu_cuda\1', s)
-def split_top(t):
-    parts, depth, curp = [], 0, ''
-    for ch in t:
-        if ch in '(<[': depth += 1
-        if ch in ')>]': depth -= 1
-        if ch == ',' and depth == 0: parts.append(curp); curp = ''
-        else: curp += ch
-    parts.append(curp)
-    return [p.strip() for p in parts]
-def launch(m):
-    name, cfg, args = m.group(1), m.group(2), m.group(3)
-    c = split_top(cfg)
-    g, b = c[0], c[1]
-    sm = c[2] if len(c) > 2 else '0'
-    return 'emu::launch(dim3(%s), dim3(%s), %s, [&] { %s(%s); });' % (g, b, sm, name, args)
-s, n = re.subn(r'(\w+(?:<[^;<>]*>)?)<<<(.*?)>>>\((.*?)\);', launch, s, flags=re.S)
-print('launches rewritten:', n, file=sys.stderr)
-assert '<<<' not in s
-open(out + '/test_kernels_emu.cpp', 'w').write(s)
+# test programs
+def prep_test(name):
+  s = rd(src + '/tests/gpu/' + name + '.cu')
+  s = s.replace('#include <cuda_runtime.h>', '#include "emu.h"')
+  s = re.sub(r'\bcuda(Malloc|Free|Memcpy|GetLastError|DeviceSynchronize|FuncSetAttribute|GetErrorString|GetDevice|GetDeviceProperties|EventCreate|EventDestroy|EventRecord|EventSynchronize|EventElapsedTime|DeviceProp|Event_t|Stream_t)\b', r'emu_cuda\1', s)
+  def split_top(t):
+      parts, depth, curp = [], 0, ''
+      for ch in t:
+          if ch in '(<[': depth += 1
+          if ch in ')>]': depth -= 1
+          if ch == ',' and depth == 0: parts.append(curp); curp = ''
+          else: curp += ch
+      parts.append(curp)
+      return [p.strip() for p in parts]
+  def launch(m):
+      name, cfg, args = m.group(1), m.group(2), m.group(3)
+      c = split_top(cfg)
+      g, b = c[0], c[1]
+      sm = c[2] if len(c) > 2 else '0'
+      return 'emu::launch(dim3(%s), dim3(%s), %s, [&] { %s(%s); });' % (g, b, sm, name, args)
+  s, n = re.subn(r'(\w+(?:<[^;<>]*>)?)<<<(.*?)>>>\((.*?)\);', launch, s, flags=re.S)
+  print(name + ': launches rewritten:', n, file=sys.stderr)
+  assert '<<<' not in s
+  open(out + '/' + name + '_emu.cpp', 'w').write(s)
+for t in ('test_kernels', 'test_attention_gen'):
+  prep_test(t)

@@ -1,0 +1,149 @@
+-- attention_gen.lua — launch descriptors for attention_gen.cuh (format: docs/ir.md, "Kernel templates";
+-- op kinds `attn`, `attn_bwd_pre`, `attn_bwd_dkdv`, `attn_bwd_dq`, documented in docs/ir.md).
+-- 4 warps (128 threads) per block; 64 query rows (attn, dq) or 64 key rows (dkdv) per block.
+-- Grids are (heads, tiles): the tile index runs slowest, so the longest causal tiles start first.
+-- Shared memory (bytes) follows the layouts documented in attention_gen.cuh; pitch width + 8.
+-- `min_blocks` (attn, dkdv, dq) is the second __launch_bounds__ argument the kernel wrapper
+-- needs: __launch_bounds__(128, min_blocks) — without it ptxas may pick 128 registers and spill.
+-- Dropout (attr `dropout` = p > 0): the kernels take one more template argument (`stream`), the
+-- pointer `dropctr` after the inputs and the float p after scale, rope_base — so tparams, consts
+-- and args are functions of the attrs (gen/emit.lua calls them); p = 0 gives the plain kernels.
+local function I(a, k, what)
+  local v = math.tointeger(a[k])
+  assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
+  return v
+end
+
+-- Checks the attrs shared by attn / attn_bwd_dkdv / attn_bwd_dq (the same rules as ag_check in
+-- attention_gen.cuh, so a bad op fails here with its field named, before NVRTC runs).
+local function pow2(x) return x > 0 and (x & (x - 1)) == 0 end
+-- head widths the tiles support: multiples of 16 up to 128, DQK also 192 (ag_dim_ok)
+local function dim_ok(d, qk) return (d % 16 == 0 and d >= 16 and d <= 128) or (qk and d == 192) end
+local function drop_on(a) return type(a.dropout) == "number" and a.dropout > 0 end
+
+local function cfg(a, what)
+  local c = {}
+  for _, k in ipairs({ "B", "T", "H", "HKV", "DQK", "DV", "LDQ", "LDK", "LDV", "QOFF", "KOFF", "VOFF",
+                       "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM" }) do
+    c[k] = I(a, k, what)
+  end
+  local function need(ok, msg, ...) assert(ok, what .. ": " .. string.format(msg, ...)) end
+  need(c.B >= 1 and c.T >= 1 and c.H >= 1 and c.HKV >= 1, "B, T, H, HKV must be positive")
+  need(c.H % c.HKV == 0, "HKV = %d does not divide H = %d", c.HKV, c.H)
+  need(dim_ok(c.DQK, true), "DQK = %d is not a multiple of 16 in [16, 128], nor 192", c.DQK)
+  need(dim_ok(c.DV, false), "DV = %d is not a multiple of 16 in [16, 128]", c.DV)
+  for _, k in ipairs({ "LDQ", "LDK", "LDV", "QOFF", "KOFF", "VOFF", "QHS", "KHS", "VHS" }) do
+    need(c[k] >= 0 and c[k] % 8 == 0, "%s = %d must be a non-negative multiple of 8", k, c[k])
+  end
+  need(c.QOFF + (c.H - 1) * c.QHS + c.DQK <= c.LDQ, "q heads do not fit in a row (QOFF + (H-1)·QHS + DQK > LDQ)")
+  need(c.KOFF + (c.HKV - 1) * c.KHS + c.DQK <= c.LDK, "k heads do not fit in a row (KOFF + (HKV-1)·KHS + DQK > LDK)")
+  need(c.VOFF + (c.HKV - 1) * c.VHS + c.DV <= c.LDV, "v heads do not fit in a row (VOFF + (HKV-1)·VHS + DV > LDV)")
+  need(c.H == 1 or c.QHS >= c.DQK, "QHS = %d < DQK: q heads overlap", c.QHS)
+  need(c.HKV == 1 or (c.KHS >= c.DQK and c.VHS >= c.DV), "KHS < DQK or VHS < DV: kv heads overlap")
+  need(c.WINDOW >= 0, "WINDOW = %d must be >= 0 (0 = unlimited)", c.WINDOW)
+  need(c.SINK >= 0, "SINK = %d must be >= 0", c.SINK)
+  need(c.ALIBI == 0 or c.ALIBI == 1, "ALIBI = %d must be 0 or 1", c.ALIBI)
+  need(c.ROPE == 0 or c.ROPE == 1 or c.ROPE == 2, "ROPE = %d must be 0, 1 (half-split) or 2 (adjacent)", c.ROPE)
+  if c.ROPE ~= 0 then
+    local r = c.ROPE_DIM
+    need(r >= 16 and r <= c.DQK and r % 16 == 0, "ROPE_DIM = %d must be a multiple of 16 in [16, DQK]", r)
+  end
+  local p = a.dropout or 0
+  need(type(p) == "number" and p >= 0 and p < 1, "dropout = %s must lie in [0, 1)", tostring(p))
+  c.drop = p > 0
+  if c.drop then
+    c.stream = I(a, "stream", what)
+    need(c.stream >= 0 and c.stream < 2 ^ 31, "stream = %d must be a non-negative int", c.stream)
+  end
+  return c
+end
+
+local TP = { "B", "T", "H", "HKV", "DQK", "DV", "LDQ", "LDK", "LDV", "QOFF", "KOFF", "VOFF",
+             "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM" }
+local CONSTS = { "scale", "rope_base" }
+local TP_DROP, CONSTS_DROP = {}, { "scale", "rope_base", "dropout" }
+for i, k in ipairs(TP) do TP_DROP[i] = k end
+TP_DROP[#TP + 1] = "stream"
+local function tparams(a) return drop_on(a) and TP_DROP or TP end
+local function consts(a) return drop_on(a) and CONSTS_DROP or CONSTS end
+-- tile sizes: keep in step with ag_bn_fwd / ag_bn_dq / ag_bq in attention_gen.cuh
+local function bn_fwd(c) return 64 end
+local function bn_dq(c) return c.DQK <= 128 and 64 or 32 end
+-- blocks per SM for __launch_bounds__(128, min_blocks): keep in step with ag_min_blocks
+local function min_blocks(c, bwd)
+  return (c.DQK + c.DV <= 128 and not c.drop and not (bwd and (c.ROPE ~= 0 or not pow2(c.DQK) or not pow2(c.DV))))
+         and 3 or 2
+end
+local function bq(c) return (c.DQK + c.DV <= 128) and 64 or ((c.DQK + c.DV <= 256) and 32 or 16) end
+local args_bwd_in = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"dout","const bf16*"},
+                      {"lse","const float*"}, {"delta","const float*"} }
+local function with(base, extra)
+  local t = {}
+  for _, a in ipairs(base) do t[#t + 1] = a end
+  for _, a in ipairs(extra) do t[#t + 1] = a end
+  return t
+end
+local DROPCTR = { {"dropctr","const int*"} }
+-- kernel arguments: the inputs, `dropctr` when the op has dropout, then the outputs
+local function args_of(inputs, outputs)
+  local plain, drop = with(inputs, outputs), with(with(inputs, DROPCTR), outputs)
+  return function(a) return drop_on(a) and drop or plain end
+end
+-- lanes per (row, head) of attn_bwd_pre: the largest power of two dividing DV/8 (attn_bwd_pre_lanes)
+local function pre_lanes(DV)
+  local n = DV // 8
+  return n % 16 == 0 and 16 or n % 8 == 0 and 8 or n % 4 == 0 and 4 or 2
+end
+
+return {
+  file = "attention_gen.cuh",
+  kernels = {
+    attn = {
+      fn = "attn_fwd", tparams = tparams, consts = consts,
+      args = args_of({ {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"} },
+                     { {"out","bf16*"}, {"lse","float*"} }),
+      -- smem: Q [64][DQK+8] + K [2][BN][DQK+8] + V [2][BN][DV+8]
+      launch = function(a)
+        local c = cfg(a, "attn")
+        local bn = bn_fwd(c)
+        return { grid = {c.B * c.H, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = min_blocks(c, false),
+                 smem = ((64 + 2 * bn) * (c.DQK + 8) + 2 * bn * (c.DV + 8)) * 2 }
+      end,
+    },
+    attn_bwd_pre = {
+      fn = "attn_bwd_pre", tparams = { "B", "T", "H", "DV" }, consts = {},
+      args = { {"out","const bf16*"}, {"dout","const bf16*"}, {"delta","float*"} },
+      -- pre_lanes(DV) threads per (row, head)
+      launch = function(a)
+        local B, T, H, DV = I(a, "B", "attn_bwd_pre"), I(a, "T", "attn_bwd_pre"), I(a, "H", "attn_bwd_pre"),
+                            I(a, "DV", "attn_bwd_pre")
+        assert(dim_ok(DV, false), "attn_bwd_pre: DV = " .. DV .. " is not a multiple of 16 in [16, 128]")
+        assert(B >= 1 and T >= 1 and H >= 1, "attn_bwd_pre: B, T, H must be positive")
+        local threads = B * T * H * pre_lanes(DV)
+        return { grid = {(threads + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
+      end,
+    },
+    attn_bwd_dkdv = {
+      fn = "attn_bwd_dkdv", tparams = tparams, consts = consts,
+      args = args_of(args_bwd_in, { {"dk","bf16*"}, {"dv","bf16*"} }),
+      -- smem: K [64][DQK+8] + V [64][DV+8] + Q [2][BQ][DQK+8] + dO [2][BQ][DV+8] + lse, delta [2][BQ] f32
+      launch = function(a)
+        local c = cfg(a, "attn_bwd_dkdv")
+        local q = bq(c)
+        return { grid = {c.B * c.HKV, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = min_blocks(c, true),
+                 smem = ((64 + 2 * q) * (c.DQK + 8) + (64 + 2 * q) * (c.DV + 8)) * 2 + 4 * q * 4 }
+      end,
+    },
+    attn_bwd_dq = {
+      fn = "attn_bwd_dq", tparams = tparams, consts = consts,
+      args = args_of(args_bwd_in, { {"dq","bf16*"} }),
+      -- smem: Q [64][DQK+8] + dO [64][DV+8] + K [2][BN][DQK+8] + V [2][BN][DV+8]
+      launch = function(a)
+        local c = cfg(a, "attn_bwd_dq")
+        local bn = bn_dq(c)
+        return { grid = {c.B * c.H, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = min_blocks(c, true),
+                 smem = ((64 + 2 * bn) * (c.DQK + 8) + (64 + 2 * bn) * (c.DV + 8)) * 2 }
+      end,
+    },
+  },
+}

@@ -1,0 +1,744 @@
+// test_attention_gen.cu — standalone GPU test and benchmark for templates/attention_gen.cuh
+// (op kinds attn, attn_bwd_pre, attn_bwd_dkdv, attn_bwd_dq; docs/ir.md).
+//
+//   nvcc -std=c++17 -arch=sm_90 -O2 -I templates tests/gpu/test_attention_gen.cu -o bin/test_attention_gen
+//   bin/test_attention_gen             # all tests, then the benchmark table
+//   bin/test_attention_gen --no-bench  # tests only
+//   bin/test_attention_gen --small     # small tests only (what the CPU emulator runs; implies --no-bench)
+//
+// Every variant axis runs on random inputs against a double-precision CPU reference written here
+// from the definition (mask, ALiBi slopes by the paper's recursive rule, RoPE by θ_p = base^(−2p/R)):
+// forward out/lse, delta, and dq/dk/dv; with dropout the reference applies the same mask (the
+// counter hash of docs/ir_decoder.md, written here from its definition), and two mask tests decode
+// the GPU's keep bits exactly from out and dv (q = 0 makes every visible p_ij equal; v and dout
+// one-hot powers of two spell the bits). Relative L2 error ‖gpu − ref‖/‖ref‖ must stay below 2e-2
+// for bf16 outputs, 1e-4 for lse (1e-3 with RoPE: the kernel rotates q/k in bf16) and 1e-5 for
+// delta. Gradient buffers start filled with a sentinel, and columns outside every head must keep
+// it ("writes only its own columns"). The backward runs twice and must repeat bit for bit.
+// Launch geometry mirrors templates/attention_gen.lua. Prints one `ok …` / `FAIL …` line per
+// check, then (GPU, no --no-bench/--small) the benchmark: the current kernels (attention.cuh) and
+// these side by side at the GPT-2 shapes, then fwd and fwd+bwd TFLOP/s at T = 1024, 4096, 16384,
+// head dims 64 and 128, causal and SWA (W = 256, S = 4), as a table; last `N passed, M failed`.
+// Exits non-zero on any failure.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+#include "attention.cuh"
+#include "attention_gen.cuh"
+
+// ---- configurations ----------------------------------------------------------------------------
+// LAY 0: one packed buffer per row [q (H·DQK) | k (HKV·DQK) | v (HKV·DV)] (GPT-2 / fused Qwen);
+// LAY 1: three separate buffers with padded rows and non-zero column offsets;
+// LAY 2: q separate, k and v interleaved per kv head [k_g (DQK) | v_g (DV)] (MLA's kv_b output).
+template <int B_, int T_, int H_, int HKV_, int DQK_, int DV_, int W_, int S_, int AL_, int RP_, int RD_, int LAY_>
+struct Cfg {
+  static constexpr int B = B_, T = T_, H = H_, HKV = HKV_, DQK = DQK_, DV = DV_, WINDOW = W_, SINK = S_;
+  static constexpr int ALIBI = AL_, ROPE = RP_, ROPE_DIM = RD_, LAY = LAY_;
+  static constexpr int LD0 = H * DQK + HKV * DQK + HKV * DV;
+  static constexpr int LDQ = LAY == 0 ? LD0 : LAY == 1 ? H * DQK + 16 : H * DQK;
+  static constexpr int LDK = LAY == 0 ? LD0 : LAY == 1 ? HKV * DQK + 8 : HKV * (DQK + DV);
+  static constexpr int LDV = LAY == 0 ? LD0 : LAY == 1 ? HKV * DV + 8 : HKV * (DQK + DV);
+  static constexpr int QOFF = LAY == 1 ? 8 : 0;
+  static constexpr int KOFF = LAY == 0 ? H * DQK : LAY == 1 ? 8 : 0;
+  static constexpr int VOFF = LAY == 0 ? H * DQK + HKV * DQK : LAY == 1 ? 0 : DQK;
+  static constexpr int QHS = DQK, KHS = LAY == 2 ? DQK + DV : DQK, VHS = LAY == 2 ? DQK + DV : DV;
+  static constexpr bool DROP = false;   // attention dropout: see Drop
+  static constexpr int STREAM = 0;
+  static constexpr float P = 0.f;
+};
+// C with attention-probability dropout p = PCT/100 and the op's stream id STREAM_.
+template <class C, int PCT, int STREAM_>
+struct Drop : C {
+  static constexpr bool DROP = true;
+  static constexpr int STREAM = STREAM_;
+  static constexpr float P = PCT * 0.01f;
+};
+#define AGC(C)                                                                                        \
+  C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS, C::KHS, \
+      C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM
+
+// ---- __global__ wrappers (what gen emits) ------------------------------------------------------
+// (dropctr and p are used by the dropout instantiations only, as gen emits two signatures)
+template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, false, C::DROP>())
+k_fwd(const bf16* q, const bf16* k, const bf16* v, const int* dropctr, bf16* out, float* lse, float scale, float base,
+      float p) {
+  if constexpr (C::DROP) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, scale, base, p);
+  else attn_fwd<AGC(C)>(q, k, v, out, lse, scale, base);
+}
+template <class C> __global__ void __launch_bounds__(256)
+k_pre(const bf16* out, const bf16* dout, float* delta) { attn_bwd_pre<C::B, C::T, C::H, C::DV>(out, dout, delta); }
+template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
+k_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
+       const int* dropctr, bf16* dk, bf16* dv, float scale, float base, float p) {
+  if constexpr (C::DROP) attn_bwd_dkdv<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dk, dv, scale, base, p);
+  else attn_bwd_dkdv<AGC(C)>(q, k, v, dout, lse, delta, dk, dv, scale, base);
+}
+template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
+k_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
+     const int* dropctr, bf16* dq, float scale, float base, float p) {
+  if constexpr (C::DROP) attn_bwd_dq<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dq, scale, base, p);
+  else attn_bwd_dq<AGC(C)>(q, k, v, dout, lse, delta, dq, scale, base);
+}
+// the current GPT-2 kernels (attention.cuh), for the side-by-side benchmark
+template <int B, int T, int H, int d> __global__ void __launch_bounds__(128)
+k_old_fwd(const bf16* qkv, bf16* out, float* lse) { attention_fwd<B, T, H, d>(qkv, out, lse); }
+template <int B, int T, int H, int d> __global__ void __launch_bounds__(256)
+k_old_pre(const bf16* out, const bf16* dout, float* delta) { attention_bwd_pre<B, T, H, d>(out, dout, delta); }
+template <int B, int T, int H, int d> __global__ void __launch_bounds__(128)
+k_old_dkdv(const bf16* qkv, const bf16* dout, const float* lse, const float* delta, bf16* dqkv) {
+  attention_bwd_dkdv<B, T, H, d>(qkv, dout, lse, delta, dqkv);
+}
+template <int B, int T, int H, int d> __global__ void __launch_bounds__(128)
+k_old_dq(const bf16* qkv, const bf16* dout, const float* lse, const float* delta, bf16* dqkv) {
+  attention_bwd_dq<B, T, H, d>(qkv, dout, lse, delta, dqkv);
+}
+
+// ---- host utilities ----------------------------------------------------------------------------
+#define CK(x)                                                                                          \
+  do {                                                                                                 \
+    cudaError_t e_ = (x);                                                                              \
+    if (e_ != cudaSuccess) {                                                                           \
+      fprintf(stderr, "test_attention_gen: %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      exit(2);                                                                                         \
+    }                                                                                                  \
+  } while (0)
+#define LAUNCH_CHECK() CK(cudaGetLastError()); CK(cudaDeviceSynchronize())
+
+static int g_pass = 0, g_fail = 0;
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static double urand() {   // uniform in (0, 1), xorshift64*
+  g_rng ^= g_rng >> 12; g_rng ^= g_rng << 25; g_rng ^= g_rng >> 27;
+  return ((g_rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0) + 1e-12;
+}
+static float bfr(float x) { return __bfloat162float(__float2bfloat16(x)); }   // round to bf16
+static std::vector<float> rnd(size_t n, float s) {   // bf16-representable, uniform (−s, s)
+  std::vector<float> v(n);
+  for (auto& x : v) x = bfr((float)((urand() * 2.0 - 1.0) * s));
+  return v;
+}
+static std::vector<bf16> to_bf(const std::vector<float>& v) {
+  std::vector<bf16> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16(v[i]);
+  return r;
+}
+static std::vector<float> from_bf(const std::vector<bf16>& v) {
+  std::vector<float> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
+  return r;
+}
+template <class T> struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t n_) : n(n_) { CK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
+  Dev(const Dev&) = delete;
+  ~Dev() { cudaFree(p); }
+  void put(const std::vector<T>& v) { CK(cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice)); }
+  std::vector<T> get() const {
+    std::vector<T> v(n);
+    CK(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+  }
+};
+static double relerr(const std::vector<float>& out, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double e = (double)out[i] - ref[i];
+    num += e * e;
+    den += ref[i] * ref[i];
+  }
+  if (!std::isfinite(num)) return INFINITY;
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+static void check(const char* what, const std::string& shape, const std::vector<float>& out,
+                  const std::vector<double>& ref, double tol) {
+  const double e = relerr(out, ref);
+  if (e <= tol) {
+    ++g_pass;
+    printf("ok   %-16s %-58s relerr=%.3e\n", what, shape.c_str(), e);
+  } else {
+    ++g_fail;
+    printf("FAIL %s %s relerr=%.3e (tol %.0e)\n", what, shape.c_str(), e, tol);
+  }
+}
+static void check_true(const char* what, const std::string& shape, bool ok, const char* msg) {
+  if (ok) {
+    ++g_pass;
+    printf("ok   %-16s %-58s %s\n", what, shape.c_str(), msg);
+  } else {
+    ++g_fail;
+    printf("FAIL %s %s relerr=%s\n", what, shape.c_str(), msg);
+  }
+}
+static std::string shp(const char* fmt, ...) {
+  char b[200];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b, sizeof b, fmt, ap);
+  va_end(ap);
+  return b;
+}
+
+// ---- reference ---------------------------------------------------------------------------------
+// Dropout keep bit of element idx = ((b·H + h)·T + query)·T + key (docs/ir_decoder.md "Dropout"):
+//   x = seed ^ stream·K1 ^ ctr·K2 ^ idx·K3 (uint64), splitmix64 finaliser, u = top 24 bits · 2^−24, keep iff u ≥ p.
+static const int kSeed = 0x2468ace, kCtr = 37;   // the dropctr pair the tests use
+static bool keep_of(int stream, uint64_t idx, float p) {
+  uint64_t z = (uint64_t)(uint32_t)kSeed ^ ((uint64_t)stream * 0x9E3779B97F4A7C15ull) ^
+               ((uint64_t)(uint32_t)kCtr * 0xD1B54A32D192ED03ull) ^ (idx * 0x8CB92BA72F3D8DD7ull);
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return (float)(uint32_t)(z >> 40) * 0x1p-24f >= p;
+}
+// The dropout factor z_ij: keep/(1 − p) with the float 1/(1 − p) of both backends, 1 without dropout.
+struct DropRef {
+  float p;
+  int stream;
+  double z(int b, int h, int i, int j, int H, int T) const {
+    if (p <= 0.f) return 1.0;
+    const uint64_t idx = (((uint64_t)b * H + h) * T + i) * (uint64_t)T + j;
+    return keep_of(stream, idx, p) ? (double)(1.f / (1.f - p)) : 0.0;
+  }
+};
+// ALiBi slopes exactly as the ALiBi paper's reference code builds them (recursive rule).
+static std::vector<double> alibi_slopes(int n) {
+  auto pow2 = [](int m) {
+    std::vector<double> s;
+    const double start = std::pow(2.0, -std::pow(2.0, -(std::log2((double)m) - 3)));
+    for (int i = 0; i < m; ++i) s.push_back(start * std::pow(start, i));
+    return s;
+  };
+  const double l = std::log2((double)n);
+  if (l == std::floor(l)) return pow2(n);
+  const int p = 1 << (int)std::floor(l);
+  std::vector<double> s = pow2(p), t = alibi_slopes(2 * p);
+  for (int i = 0; i < n - p; ++i) s.push_back(t[2 * i]);
+  return s;
+}
+// (i1, i2) index pairs of the rotated slice (dims DQK−R … DQK−1) and θ of pair p.
+struct Rope {
+  int mode, R, DQK;
+  double base;
+  int i1(int p) const { return DQK - R + (mode == 1 ? p : 2 * p); }
+  int i2(int p) const { return DQK - R + (mode == 1 ? p + R / 2 : 2 * p + 1); }
+  double theta(int p) const { return std::pow(base, -2.0 * p / R); }
+  void apply(double* x, int t, bool transpose) const {   // x ← R_t·x (or R_tᵀ·x)
+    if (!mode) return;
+    for (int p = 0; p < R / 2; ++p) {
+      const double a = t * theta(p), c = std::cos(a), s = transpose ? -std::sin(a) : std::sin(a);
+      const double x1 = x[i1(p)], x2 = x[i2(p)];
+      x[i1(p)] = x1 * c - x2 * s;
+      x[i2(p)] = x2 * c + x1 * s;
+    }
+  }
+};
+struct Ref {
+  std::vector<double> out, lse, dq, dk, dv;   // out [B·T, H·DV]; lse [B,H,T]; dq [B,T,H,DQK], dk [B,T,HKV,DQK], dv [B,T,HKV,DV]
+};
+// q [B,T,H,DQK], k [B,T,HKV,DQK], v [B,T,HKV,DV], dout [B·T, H·DV] (dense, unrotated).
+// With dropout (dr.p > 0): out_i = Σ_j p_ij·z_ij·v_j (lse undropped), dv_j = Σ_i p_ij·z_ij·do_i,
+// ds_ij = p_ij·(z_ij·dp_ij − delta_i).
+static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S, int AL, const Rope& rope, double scale,
+                     const DropRef& dr, const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                     const std::vector<float>& dout) {
+  Ref r;
+  r.out.assign((size_t)B * T * H * DV, 0);
+  r.lse.assign((size_t)B * H * T, 0);
+  r.dq.assign((size_t)B * T * H * DQK, 0);
+  r.dk.assign((size_t)B * T * HKV * DQK, 0);
+  r.dv.assign((size_t)B * T * HKV * DV, 0);
+  std::vector<double> qr(q.begin(), q.end()), kr(k.begin(), k.end());
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < H; ++h) rope.apply(&qr[(((size_t)b * T + t) * H + h) * DQK], t, false);
+      for (int g = 0; g < HKV; ++g) rope.apply(&kr[(((size_t)b * T + t) * HKV + g) * DQK], t, false);
+    }
+  std::vector<double> dqr(r.dq.size(), 0), dkr(r.dk.size(), 0);
+  const std::vector<double> slope = alibi_slopes(H);
+  std::vector<double> p(T), ds(T), zf(T);
+  std::vector<char> vis(T);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int g = h * HKV / H;
+      for (int i = 0; i < T; ++i) {
+        const double* qi = &qr[(((size_t)b * T + i) * H + h) * DQK];
+        const float* doi = &dout[((size_t)b * T + i) * H * DV + (size_t)h * DV];
+        double mx = -1e300;
+        for (int j = 0; j < T; ++j) {
+          vis[j] = j <= i && (W == 0 || i - j < W || j < S);
+          if (!vis[j]) continue;
+          const double* kj = &kr[(((size_t)b * T + j) * HKV + g) * DQK];
+          double s = 0;
+          for (int e = 0; e < DQK; ++e) s += qi[e] * kj[e];
+          p[j] = s * scale - (AL ? slope[h] * (i - j) : 0.0);
+          mx = std::max(mx, p[j]);
+        }
+        double l = 0;
+        for (int j = 0; j < T; ++j)
+          if (vis[j]) l += std::exp(p[j] - mx);
+        const double ls = mx + std::log(l);
+        r.lse[((size_t)b * H + h) * T + i] = ls;
+        for (int j = 0; j < T; ++j) p[j] = vis[j] ? std::exp(p[j] - ls) : 0.0;
+        for (int j = 0; j < T; ++j) zf[j] = vis[j] ? dr.z(b, h, i, j, H, T) : 0.0;
+        double del = 0;
+        for (int e = 0; e < DV; ++e) {
+          double o = 0;
+          for (int j = 0; j < T; ++j)
+            if (vis[j]) o += p[j] * zf[j] * v[(((size_t)b * T + j) * HKV + g) * DV + e];
+          r.out[((size_t)b * T + i) * H * DV + (size_t)h * DV + e] = o;
+          del += o * doi[e];
+        }
+        for (int j = 0; j < T; ++j) {
+          if (!vis[j]) continue;
+          double s = 0;
+          for (int e = 0; e < DV; ++e) s += doi[e] * v[(((size_t)b * T + j) * HKV + g) * DV + e];
+          ds[j] = p[j] * (zf[j] * s - del);
+          const double* kj = &kr[(((size_t)b * T + j) * HKV + g) * DQK];
+          double* dqi = &dqr[(((size_t)b * T + i) * H + h) * DQK];
+          double* dkj = &dkr[(((size_t)b * T + j) * HKV + g) * DQK];
+          for (int e = 0; e < DQK; ++e) {
+            dqi[e] += scale * ds[j] * kj[e];
+            dkj[e] += scale * ds[j] * qi[e];
+          }
+          double* dvj = &r.dv[(((size_t)b * T + j) * HKV + g) * DV];
+          for (int e = 0; e < DV; ++e) dvj[e] += p[j] * zf[j] * doi[e];
+        }
+      }
+    }
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < H; ++h) rope.apply(&dqr[(((size_t)b * T + t) * H + h) * DQK], t, true);
+      for (int g = 0; g < HKV; ++g) rope.apply(&dkr[(((size_t)b * T + t) * HKV + g) * DQK], t, true);
+    }
+  r.dq = dqr;
+  r.dk = dkr;
+  return r;
+}
+
+// ---- launching ---------------------------------------------------------------------------------
+static const float kBase = 10000.f;
+template <class C> static float scale_of() { return (float)(1.0 / std::sqrt((double)C::DQK)); }
+template <class C> static void setup() {
+  CK(cudaFuncSetAttribute(k_fwd<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_fwd<C::DQK, C::DV>()));
+  CK(cudaFuncSetAttribute(k_dkdv<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dkdv<C::DQK, C::DV>()));
+  CK(cudaFuncSetAttribute(k_dq<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dq<C::DQK, C::DV>()));
+}
+static int* g_ctr = nullptr;   // device {kSeed, kCtr}: the dropctr input of every launch
+template <class C> static void run_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse) {
+  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_fwd<C::DQK, C::DV>()>>>(q, k, v, g_ctr, out, lse,
+                                                                                    scale_of<C>(), kBase, C::P);
+}
+template <class C>
+static void run_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* out, const bf16* dout, const float* lse,
+                    float* delta, bf16* dq, bf16* dk, bf16* dv) {
+  const long long th = (long long)C::B * C::T * C::H * attn_bwd_pre_lanes<C::DV>();
+  k_pre<C><<<(unsigned)((th + 255) / 256), 256>>>(out, dout, delta);
+  k_dkdv<C><<<dim3(C::B * C::HKV, (C::T + 63) / 64), 128, ag_smem_dkdv<C::DQK, C::DV>()>>>(
+      q, k, v, dout, lse, delta, g_ctr, dk, dv, scale_of<C>(), kBase, C::P);
+  k_dq<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_dq<C::DQK, C::DV>()>>>(q, k, v, dout, lse, delta, g_ctr, dq,
+                                                                                 scale_of<C>(), kBase, C::P);
+}
+
+// Buffers of one configuration: host copies of q/k/v in their layout (qb/kb/vb point into the
+// same host vector when the layout shares one buffer), device buffers, gradient buffers.
+template <class C> struct Bufs {
+  static constexpr size_t N = (size_t)C::B * C::T;
+  // number of distinct buffers and which buffer q/k/v live in
+  static constexpr int nb = C::LAY == 0 ? 1 : C::LAY == 1 ? 3 : 2;
+  static constexpr int qi = 0, ki = C::LAY == 0 ? 0 : 1, vi = C::LAY == 0 ? 0 : C::LAY == 1 ? 2 : 1;
+  static size_t width(int i) { return i == qi ? C::LDQ : i == ki ? C::LDK : C::LDV; }
+  std::vector<std::vector<float>> host;
+  std::vector<std::unique_ptr<Dev<bf16>>> in;
+  Bufs() {
+    for (int i = 0; i < nb; ++i) {
+      host.push_back(rnd(N * width(i), 1.f));
+      in.emplace_back(new Dev<bf16>(N * width(i)));
+      in.back()->put(to_bf(host.back()));
+    }
+  }
+  const bf16* q() const { return in[qi]->p; }
+  const bf16* k() const { return in[ki]->p; }
+  const bf16* v() const { return in[vi]->p; }
+  // element offsets of Q[b,t,h,e], K[b,t,g,e], V[b,t,g,e] in their buffers
+  static size_t oq(int b, int t, int h, int e) { return ((size_t)b * C::T + t) * C::LDQ + C::QOFF + (size_t)h * C::QHS + e; }
+  static size_t ok(int b, int t, int g, int e) { return ((size_t)b * C::T + t) * C::LDK + C::KOFF + (size_t)g * C::KHS + e; }
+  static size_t ov(int b, int t, int g, int e) { return ((size_t)b * C::T + t) * C::LDV + C::VOFF + (size_t)g * C::VHS + e; }
+};
+
+template <class C>
+static void test_case(const char* name) {
+  constexpr int B = C::B, T = C::T, H = C::H, HKV = C::HKV, DQK = C::DQK, DV = C::DV;
+  constexpr size_t N = (size_t)B * T;
+  setup<C>();
+  Bufs<C> bufs;
+  auto dout = rnd(N * H * DV, 1.f);
+  std::unique_ptr<Dev<bf16>> ddo(new Dev<bf16>(N * H * DV));
+  ddo->put(to_bf(dout));
+  Dev<bf16> out(N * H * DV);
+  Dev<float> lse((size_t)B * H * T), delta((size_t)B * H * T);
+  run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p);
+  LAUNCH_CHECK();
+
+  // dense copies for the reference
+  std::vector<float> q(N * H * DQK), k(N * HKV * DQK), v(N * HKV * DV);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < H; ++h)
+        for (int e = 0; e < DQK; ++e) q[(((size_t)b * T + t) * H + h) * DQK + e] = bufs.host[bufs.qi][bufs.oq(b, t, h, e)];
+      for (int g = 0; g < HKV; ++g) {
+        for (int e = 0; e < DQK; ++e) k[(((size_t)b * T + t) * HKV + g) * DQK + e] = bufs.host[bufs.ki][bufs.ok(b, t, g, e)];
+        for (int e = 0; e < DV; ++e) v[(((size_t)b * T + t) * HKV + g) * DV + e] = bufs.host[bufs.vi][bufs.ov(b, t, g, e)];
+      }
+    }
+  const Rope rope{C::ROPE, C::ROPE_DIM, DQK, (double)kBase};
+  const Ref ref = reference(B, T, H, HKV, DQK, DV, C::WINDOW, C::SINK, C::ALIBI, rope, scale_of<C>(), DropRef{C::P, C::STREAM},
+                            q, k, v, dout);
+  const std::string s = shp("%s B=%d T=%d H=%d/%d d=%d/%d W=%d S=%d al=%d rope=%d/%d lay=%d%s", name, B, T, H, HKV, DQK, DV,
+                            C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::LAY,
+                            C::DROP ? shp(" p=%.2f", C::P).c_str() : "");
+  const std::vector<float> gout = from_bf(out.get());
+  check("attn out", s, gout, ref.out, 2e-2);
+  check("attn lse", s, lse.get(), ref.lse, C::ROPE ? 1e-3 : 1e-4);
+
+  // backward from the GPU forward's out/lse (what the model does), into sentinel-filled buffers
+  const float SENT = 7.f;
+  std::vector<std::unique_ptr<Dev<bf16>>> g1, g2;
+  for (int i = 0; i < bufs.nb; ++i) {
+    g1.emplace_back(new Dev<bf16>(N * bufs.width(i)));
+    g2.emplace_back(new Dev<bf16>(N * bufs.width(i)));
+    g1.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
+    g2.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
+  }
+  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g1[bufs.qi]->p, g1[bufs.ki]->p, g1[bufs.vi]->p);
+  LAUNCH_CHECK();
+  std::vector<double> rdel((size_t)B * H * T);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h)
+      for (int t = 0; t < T; ++t) {
+        double a = 0;
+        for (int e = 0; e < DV; ++e)
+          a += (double)gout[((size_t)b * T + t) * H * DV + (size_t)h * DV + e] * dout[((size_t)b * T + t) * H * DV + (size_t)h * DV + e];
+        rdel[((size_t)b * H + h) * T + t] = a;
+      }
+  check("attn_bwd_pre", s, delta.get(), rdel, 1e-5);
+  std::vector<std::vector<float>> gg;
+  for (int i = 0; i < bufs.nb; ++i) gg.push_back(from_bf(g1[i]->get()));
+  std::vector<char> mine[3];   // columns owned by some head, per buffer
+  for (int i = 0; i < bufs.nb; ++i) mine[i].assign(N * bufs.width(i), 0);
+  std::vector<float> gq(ref.dq.size()), gk(ref.dk.size()), gv(ref.dv.size());
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < H; ++h)
+        for (int e = 0; e < DQK; ++e) {
+          const size_t o = bufs.oq(b, t, h, e);
+          gq[(((size_t)b * T + t) * H + h) * DQK + e] = gg[bufs.qi][o];
+          mine[bufs.qi][o] = 1;
+        }
+      for (int g = 0; g < HKV; ++g) {
+        for (int e = 0; e < DQK; ++e) {
+          const size_t o = bufs.ok(b, t, g, e);
+          gk[(((size_t)b * T + t) * HKV + g) * DQK + e] = gg[bufs.ki][o];
+          mine[bufs.ki][o] = 1;
+        }
+        for (int e = 0; e < DV; ++e) {
+          const size_t o = bufs.ov(b, t, g, e);
+          gv[(((size_t)b * T + t) * HKV + g) * DV + e] = gg[bufs.vi][o];
+          mine[bufs.vi][o] = 1;
+        }
+      }
+    }
+  check("attn_bwd_dq", s, gq, ref.dq, 2e-2);
+  check("attn_bwd_dkdv dk", s, gk, ref.dk, 2e-2);
+  check("attn_bwd_dkdv dv", s, gv, ref.dv, 2e-2);
+  bool untouched = true;
+  for (int i = 0; i < bufs.nb; ++i)
+    for (size_t j = 0; j < gg[i].size(); ++j)
+      if (!mine[i][j] && gg[i][j] != SENT) untouched = false;
+  check_true("attn bwd layout", s, untouched, untouched ? "other columns untouched" : "wrote outside its columns");
+  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g2[bufs.qi]->p, g2[bufs.ki]->p, g2[bufs.vi]->p);
+  LAUNCH_CHECK();
+  bool same = true;
+  for (int i = 0; i < bufs.nb; ++i) {
+    const std::vector<bf16> a = g1[i]->get(), c = g2[i]->get();
+    if (memcmp(a.data(), c.data(), a.size() * sizeof(bf16)) != 0) same = false;
+  }
+  check_true("attn bwd", s, same, same ? "deterministic" : "nondeterministic (two runs differ)");
+}
+
+// The dropout mask bit for bit. q = 0 makes every visible score 0, so p_ij = 1/n_i (n_i = the keys
+// row i sees) and the forward's unnormalised P is exactly 1. With v_j = 2^(j div DV) at column
+// j mod DV (else 0), out_i[e]·n_i·(1 − p) is the integer Σ keep_ij·2^(j div DV) over visible
+// j ≡ e (mod DV); with dout_i = n_i·2^(i div DV) at column i mod DV, dv_j[e]·(1 − p) is likewise
+// Σ keep_ij·2^(i div DV) over queries i ≡ e that see j. T ≤ 4·DV keeps the integers below 16, so
+// bf16 rounding cannot blur them; HKV = H (dv would sum a group's heads).
+template <class C>
+static void test_mask(const char* name) {
+  constexpr int B = C::B, T = C::T, H = C::H, DV = C::DV;
+  constexpr size_t N = (size_t)B * T;
+  static_assert(C::DROP && C::HKV == H && T <= 4 * DV && C::ALIBI == 0, "test_mask: dropout, HKV = H, T <= 4·DV");
+  setup<C>();
+  Bufs<C> bufs;
+  auto vis = [](int i, int j) { return j <= i && (C::WINDOW == 0 || i - j < C::WINDOW || j < C::SINK); };
+  std::vector<int> nvis(T, 0);
+  for (int i = 0; i < T; ++i)
+    for (int j = 0; j <= i; ++j) nvis[i] += vis(i, j);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) {
+        for (int e = 0; e < C::DQK; ++e) bufs.host[bufs.qi][bufs.oq(b, t, h, e)] = 0.f;
+        for (int e = 0; e < DV; ++e) bufs.host[bufs.vi][bufs.ov(b, t, h, e)] = t % DV == e ? (float)(1 << (t / DV)) : 0.f;
+      }
+  for (int i = 0; i < bufs.nb; ++i) bufs.in[i]->put(to_bf(bufs.host[i]));
+  std::vector<float> dout(N * H * DV, 0.f);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) dout[((size_t)b * T + t) * H * DV + (size_t)h * DV + t % DV] = (float)(nvis[t] << (t / DV));
+  std::unique_ptr<Dev<bf16>> ddo(new Dev<bf16>(N * H * DV));
+  ddo->put(to_bf(dout));
+  Dev<bf16> out(N * H * DV);
+  Dev<float> lse((size_t)B * H * T), delta((size_t)B * H * T);
+  std::vector<std::unique_ptr<Dev<bf16>>> gr;
+  for (int i = 0; i < bufs.nb; ++i) gr.emplace_back(new Dev<bf16>(N * bufs.width(i)));
+  run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p);
+  LAUNCH_CHECK();
+  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, gr[bufs.qi]->p, gr[bufs.ki]->p, gr[bufs.vi]->p);
+  LAUNCH_CHECK();
+  const std::vector<float> go = from_bf(out.get()), gv = from_bf(gr[bufs.vi]->get());
+  const double keepf = 1.0 - (double)C::P;
+  long bad_o = 0, bad_v = 0, dropped = 0, total = 0;
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h)
+      for (int x = 0; x < T; ++x)
+        for (int e = 0; e < DV; ++e) {
+          int want_o = 0, want_v = 0;
+          for (int y = e; y < T; y += DV) {
+            const uint64_t row = ((uint64_t)b * H + h) * T;
+            if (vis(x, y)) {   // out: query x, key y
+              const bool kp = keep_of(C::STREAM, (row + x) * T + y, C::P);
+              want_o += kp << (y / DV);
+              dropped += !kp;
+              ++total;
+            }
+            if (vis(y, x)) want_v += keep_of(C::STREAM, (row + y) * T + x, C::P) << (y / DV);   // dv: key x, query y
+          }
+          const double o = go[((size_t)b * T + x) * H * DV + (size_t)h * DV + e] * nvis[x] * keepf;
+          const double dv = gv[bufs.ov(b, x, h, e)] * keepf;
+          bad_o += std::lround(o) != want_o || std::fabs(o - want_o) > 0.25;
+          bad_v += std::lround(dv) != want_v || std::fabs(dv - want_v) > 0.25;
+        }
+  const std::string s = shp("%s B=%d T=%d H=%d d=%d/%d W=%d S=%d p=%.2f (%ld of %ld dropped)", name, B, T, H, C::DQK, DV,
+                            C::WINDOW, C::SINK, C::P, dropped, total);
+  check_true("attn drop mask", s, bad_o == 0, bad_o == 0 ? "out: every keep bit as the CPU's" : shp("%ld out elements differ", bad_o).c_str());
+  check_true("attn_bwd drop mask", s, bad_v == 0, bad_v == 0 ? "dv: every keep bit as the CPU's" : shp("%ld dv elements differ", bad_v).c_str());
+}
+
+// ---- benchmark ---------------------------------------------------------------------------------
+// Visible (query, key) pairs of one head: Σ_i |{j ≤ i : i − j < W or j < S}|.
+static constexpr long long pairs(long long T, long long W, long long S) {
+  long long n = 0;
+  for (long long i = 0; i < T; ++i) {
+    const long long win = (W == 0 || W > i + 1) ? i + 1 : W;              // keys i−win+1 … i
+    const long long sink = (W == 0 || i + 1 <= W) ? 0 : (S < i - W + 1 ? S : i - W + 1);   // sinks below the window
+    n += win + sink;
+  }
+  return n;
+}
+// B·H for a benchmark run: the smallest power of two ≥ 16 giving at least 2^28 visible pairs.
+static constexpr int bench_bh(long long T, long long W, long long S) {
+  int bh = 16;
+  while ((long long)bh * pairs(T, W, S) < (1LL << 28)) bh *= 2;
+  return bh;
+}
+struct Row {
+  int T, d, W, S, BH;
+  double fwd_ms, fb_ms, fwd_tf, fb_tf;
+};
+static std::vector<Row> g_rows;
+static cudaEvent_t g_e0, g_e1;
+template <class F> static double time_ms(F fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  CK(cudaDeviceSynchronize());
+  std::vector<float> ts;
+  for (int i = 0; i < 15; ++i) {
+    CK(cudaEventRecord(g_e0));
+    fn();
+    CK(cudaEventRecord(g_e1));
+    CK(cudaEventSynchronize(g_e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, g_e0, g_e1));
+    ts.push_back(ms);
+  }
+  CK(cudaGetLastError());
+  std::sort(ts.begin(), ts.end());
+  return (double)ts[ts.size() / 2];
+}
+// FLOPs: forward 2·pairs·(DQK + DV) (S = QKᵀ, O = PV); backward 2·pairs·(3·DQK + 2·DV)
+// (S again, dP, dV, dQ, dK) — for DQK = DV = d the usual 4·pairs·d and 2.5× that.
+template <class C> static Row bench_case() {
+  constexpr size_t N = (size_t)C::B * C::T;
+  setup<C>();
+  Bufs<C> bufs;
+  std::unique_ptr<Dev<bf16>> ddo(new Dev<bf16>(N * C::H * C::DV));
+  ddo->put(to_bf(rnd(N * C::H * C::DV, 1.f)));
+  Dev<bf16> out(N * C::H * C::DV), dqkv(N * Bufs<C>::width(0));
+  static_assert(C::LAY == 0, "bench_case: packed layout only");
+  Dev<float> lse((size_t)C::B * C::H * C::T), delta((size_t)C::B * C::H * C::T);
+  const bf16 *q = bufs.q(), *k = bufs.k(), *v = bufs.v();
+  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p); });
+  const double tfb = time_ms([&] {
+    run_fwd<C>(q, k, v, out.p, lse.p);
+    run_bwd<C>(q, k, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p);
+  });
+  const double pr = (double)C::B * C::H * (double)pairs(C::T, C::WINDOW, C::SINK);
+  const double ff = 2.0 * pr * (C::DQK + C::DV), fb = ff + 2.0 * pr * (3 * C::DQK + 2 * C::DV);
+  return Row{C::T, C::DQK, C::WINDOW, C::SINK, C::B * C::H, tf, tfb, ff / tf * 1e-9, fb / tfb * 1e-9};
+}
+template <int T, int d, int W, int S> static void bench_gen() {
+  constexpr int BH = bench_bh(T, W, S), H = 16;
+  g_rows.push_back(bench_case<Cfg<BH / H, T, H, H, d, d, W, S, 0, 0, 0, 0>>());
+}
+// the current kernels against these at one GPT-2 shape (causal, packed qkv)
+template <int B, int T, int H, int d> static void bench_old_vs_new() {
+  constexpr int D = H * d, N = B * T;
+  constexpr int sf = 5 * 64 * (d + 8) * 2, sq = 6 * 64 * (d + 8) * 2;
+  constexpr int bq = d <= 64 ? 64 : 32, skv = (2 * 64 + 4 * bq) * (d + 8) * 2 + 4 * bq * 4;
+  CK(cudaFuncSetAttribute(k_old_fwd<B, T, H, d>, cudaFuncAttributeMaxDynamicSharedMemorySize, sf));
+  CK(cudaFuncSetAttribute(k_old_dkdv<B, T, H, d>, cudaFuncAttributeMaxDynamicSharedMemorySize, skv));
+  CK(cudaFuncSetAttribute(k_old_dq<B, T, H, d>, cudaFuncAttributeMaxDynamicSharedMemorySize, sq));
+  std::unique_ptr<Dev<bf16>> qkv(new Dev<bf16>((size_t)N * 3 * D)), ddo(new Dev<bf16>((size_t)N * D));
+  qkv->put(to_bf(rnd((size_t)N * 3 * D, 1.f)));
+  ddo->put(to_bf(rnd((size_t)N * D, 1.f)));
+  Dev<bf16> out((size_t)N * D), dqkv((size_t)N * 3 * D);
+  Dev<float> lse((size_t)B * H * T), delta((size_t)B * H * T);
+  auto fwd = [&] { k_old_fwd<B, T, H, d><<<dim3(B * H, (T + 63) / 64), 128, sf>>>(qkv->p, out.p, lse.p); };
+  auto bwd = [&] {
+    const long long th = (long long)B * T * H * (d / 8);
+    k_old_pre<B, T, H, d><<<(unsigned)((th + 255) / 256), 256>>>(out.p, ddo->p, delta.p);
+    k_old_dkdv<B, T, H, d><<<dim3(B * H, (T + 63) / 64), 128, skv>>>(qkv->p, ddo->p, lse.p, delta.p, dqkv.p);
+    k_old_dq<B, T, H, d><<<dim3(B * H, (T + 63) / 64), 128, sq>>>(qkv->p, ddo->p, lse.p, delta.p, dqkv.p);
+  };
+  const double tf = time_ms(fwd), tfb = time_ms([&] { fwd(); bwd(); });
+  const double pr = (double)B * H * (double)pairs(T, 0, 0), ff = 4.0 * pr * d, fb = ff + 10.0 * pr * d;
+  const Row n = bench_case<Cfg<B, T, H, H, d, d, 0, 0, 0, 0, 0, 0>>();
+  printf("bench B*H=%d T=%d d=%d causal: attention.cuh fwd %.1f fwd+bwd %.1f TFLOP/s | attention_gen.cuh fwd %.1f "
+         "fwd+bwd %.1f TFLOP/s\n", B * H, T, d, ff / tf * 1e-9, fb / tfb * 1e-9, n.fwd_tf, n.fb_tf);
+}
+
+int main(int argc, char** argv) {
+  bool bench = true, small = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--no-bench")) bench = false;
+    else if (!strcmp(argv[i], "--small")) small = true, bench = false;
+    else {
+      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small)\n", argv[i]);
+      return 2;
+    }
+  }
+  const int ctr_host[2] = {kSeed, kCtr};
+  CK(cudaMalloc(&g_ctr, sizeof ctr_host));
+  CK(cudaMemcpy(g_ctr, ctr_host, sizeof ctr_host, cudaMemcpyHostToDevice));
+  int dev = 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDevice(&dev));
+  CK(cudaGetDeviceProperties(&prop, dev));
+  printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+
+  //          B  T    H  HKV DQK  DV   W    S   AL RP RD  LAY
+  test_case<Cfg<1, 200, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>>("mha");           // T not a multiple of 64
+  test_case<Cfg<2, 64, 4, 4, 16, 16, 0, 0, 0, 0, 0, 0>>("d16");
+  test_case<Cfg<2, 100, 3, 3, 32, 32, 0, 0, 0, 0, 0, 1>>("d32");
+  test_case<Cfg<1, 130, 2, 2, 128, 128, 0, 0, 0, 0, 0, 0>>("d128");
+  test_case<Cfg<1, 96, 8, 2, 32, 32, 0, 0, 0, 0, 0, 1>>("gqa");
+  test_case<Cfg<2, 80, 4, 1, 64, 64, 0, 0, 0, 0, 0, 0>>("mqa");
+  test_case<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>("mla");        // DeepSeek dims, adjacent RoPE on d_r
+  test_case<Cfg<1, 70, 2, 2, 32, 32, 1, 0, 0, 0, 0, 0>>("swa W=1");
+  test_case<Cfg<1, 150, 2, 2, 32, 32, 16, 0, 0, 0, 0, 1>>("swa S=0");
+  test_case<Cfg<1, 200, 2, 2, 64, 64, 16, 4, 0, 0, 0, 0>>("swa");
+  test_case<Cfg<1, 150, 2, 2, 32, 32, 8, 80, 0, 0, 0, 0>>("swa S>=W");
+  test_case<Cfg<1, 200, 2, 2, 32, 32, 300, 2, 0, 0, 0, 0>>("swa W>=T");
+  test_case<Cfg<1, 300, 2, 2, 32, 32, 100, 3, 0, 0, 0, 1>>("swa multi-tile");
+  test_case<Cfg<1, 100, 8, 8, 32, 32, 0, 0, 1, 0, 0, 0>>("alibi H=8");
+  test_case<Cfg<1, 80, 12, 12, 16, 16, 0, 0, 1, 0, 0, 0>>("alibi H=12");
+  test_case<Cfg<1, 100, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>>("rope half");
+  test_case<Cfg<1, 100, 2, 2, 64, 64, 0, 0, 0, 2, 64, 1>>("rope adjacent");
+  test_case<Cfg<1, 90, 2, 2, 64, 64, 0, 0, 0, 1, 32, 2>>("rope half R<d");
+  test_case<Cfg<1, 70, 2, 2, 128, 128, 0, 0, 0, 1, 16, 0>>("rope half R=16");
+  test_case<Cfg<1, 150, 4, 2, 32, 32, 40, 4, 1, 1, 32, 1>>("all");      // GQA + SWA + sinks + ALiBi + RoPE
+  test_case<Cfg<1, 150, 2, 2, 192, 128, 32, 4, 0, 2, 64, 2>>("mla swa");
+  test_case<Cfg<1, 1, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>>("T=1");
+  test_case<Cfg<1, 17, 2, 1, 32, 32, 4, 2, 1, 2, 32, 0>>("T=17");
+  // head dim 96 (seed 002's swamla_base: D = 1536, 16 heads) and other multiples of 16
+  test_case<Cfg<1, 130, 2, 2, 96, 96, 0, 0, 0, 0, 0, 0>>("d96");
+  test_case<Cfg<1, 200, 2, 2, 96, 96, 40, 4, 0, 1, 96, 0>>("d96 swa rope96");   // swamla_base's SWA layer
+  test_case<Cfg<1, 100, 4, 2, 96, 96, 0, 0, 0, 0, 0, 1>>("d96 gqa");
+  test_case<Cfg<1, 90, 2, 1, 96, 96, 16, 2, 1, 2, 32, 2>>("d96 mqa swa alibi");
+  test_case<Cfg<1, 80, 2, 2, 96, 96, 0, 0, 0, 2, 96, 1>>("d96 rope adj");
+  test_case<Cfg<1, 100, 2, 2, 48, 80, 0, 0, 0, 1, 48, 1>>("d48/80 rope48");
+  test_case<Cfg<1, 100, 2, 2, 192, 96, 0, 0, 0, 2, 64, 2>>("mla dv96");
+  // attention dropout (forward and backward against the reference with the same mask)
+  test_case<Drop<Cfg<1, 150, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>, 10, 3>>("drop");
+  test_case<Drop<Cfg<2, 100, 4, 2, 32, 32, 40, 4, 1, 1, 32, 1>, 20, 5>>("drop all");
+  test_case<Drop<Cfg<1, 130, 2, 2, 96, 96, 32, 4, 0, 1, 96, 0>, 10, 1>>("drop d96 swa");
+  test_case<Drop<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>, 10, 2>>("drop mla");
+  test_case<Drop<Cfg<1, 70, 2, 2, 16, 16, 0, 0, 0, 0, 0, 1>, 50, 7>>("drop p=0.5");
+  test_mask<Drop<Cfg<2, 128, 2, 2, 32, 32, 0, 0, 0, 0, 0, 1>, 30, 9>>("mask causal");
+  test_mask<Drop<Cfg<1, 120, 3, 3, 16, 32, 24, 4, 0, 0, 0, 0>, 25, 11>>("mask swa");
+  if (!small) {
+    test_case<Cfg<4, 1024, 4, 4, 64, 64, 0, 0, 0, 0, 0, 0>>("big mha");
+    test_case<Cfg<1, 2048, 2, 2, 128, 128, 256, 4, 0, 0, 0, 0>>("big swa");
+    test_case<Cfg<1, 512, 8, 2, 128, 128, 0, 0, 0, 1, 128, 1>>("big gqa rope");
+    test_case<Cfg<1, 1024, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>>("big mla");
+    test_case<Cfg<1, 1000, 8, 1, 64, 64, 256, 4, 1, 0, 0, 0>>("big mqa swa alibi");
+    test_case<Cfg<1, 1024, 16, 16, 96, 96, 256, 4, 0, 1, 96, 0>>("big d96 swa");
+    test_case<Drop<Cfg<1, 1024, 4, 2, 96, 96, 0, 0, 0, 1, 96, 0>, 10, 4>>("big drop d96 gqa");
+    test_case<Drop<Cfg<1, 512, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>, 10, 6>>("big drop mla");
+  }
+
+  if (bench && g_fail == 0) {
+    CK(cudaEventCreate(&g_e0));
+    CK(cudaEventCreate(&g_e1));
+    bench_old_vs_new<16, 1024, 12, 64>();
+    bench_old_vs_new<2, 4096, 16, 128>();
+    bench_gen<1024, 64, 0, 0>();
+    bench_gen<1024, 64, 256, 4>();
+    bench_gen<4096, 64, 0, 0>();
+    bench_gen<4096, 64, 256, 4>();
+    bench_gen<16384, 64, 0, 0>();
+    bench_gen<16384, 64, 256, 4>();
+    bench_gen<1024, 128, 0, 0>();
+    bench_gen<1024, 128, 256, 4>();
+    bench_gen<4096, 128, 0, 0>();
+    bench_gen<4096, 128, 256, 4>();
+    bench_gen<16384, 128, 0, 0>();
+    bench_gen<16384, 128, 256, 4>();
+    printf("\nattention_gen benchmark (%s; MHA, packed qkv, H=16; TFLOP/s over visible pairs)\n", prop.name);
+    printf("%6s %4s %-12s %5s %10s %9s %12s %9s %14s\n", "T", "d", "mask", "B*H", "fwd ms", "fwd TF/s", "fwd+bwd ms",
+           "f+b TF/s", "SWA speedup");
+    for (const Row& r : g_rows) {
+      std::string sp = "";
+      if (r.W) {   // fwd+bwd time per head against causal at the same T and d
+        for (const Row& c : g_rows)
+          if (!c.W && c.T == r.T && c.d == r.d) sp = shp("%.1fx", (c.fb_ms / c.BH) / (r.fb_ms / r.BH));
+      }
+      const std::string mask = r.W ? shp("W=%d S=%d", r.W, r.S) : std::string("causal");
+      printf("%6d %4d %-12s %5d %10.3f %9.1f %12.3f %9.1f %14s\n", r.T, r.d, mask.c_str(), r.BH, r.fwd_ms, r.fwd_tf,
+             r.fb_ms, r.fb_tf, sp.c_str());
+    }
+    CK(cudaEventDestroy(g_e0));
+    CK(cudaEventDestroy(g_e1));
+  }
+  printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}

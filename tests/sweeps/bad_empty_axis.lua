@@ -1,0 +1,7 @@
+-- An axis with no values.
+return {
+  base = "specs/gpt2_tiny.lua",
+  axes = {
+    ["train.lr"] = {},
+  },
+}
