@@ -71,8 +71,9 @@ local function bn_fwd(c) return 64 end
 local function bn_dq(c) return c.DQK <= 128 and 64 or 32 end
 -- blocks per SM for __launch_bounds__(128, min_blocks): keep in step with ag_min_blocks
 local function min_blocks(c, bwd)
-  return (c.DQK + c.DV <= 128 and not c.drop and not (bwd and (c.ROPE ~= 0 or not pow2(c.DQK) or not pow2(c.DV))))
-         and 3 or 2
+  -- ALiBi and grouped kv heads add live registers in the backward: 3 blocks per SM spilled there
+  return (c.DQK + c.DV <= 128 and not c.drop and not (bwd and (c.ROPE ~= 0 or c.ALIBI ~= 0 or c.HKV ~= c.H
+         or not pow2(c.DQK) or not pow2(c.DV)))) and 3 or 2
 end
 local function bq(c) return (c.DQK + c.DV <= 128) and 64 or ((c.DQK + c.DV <= 256) and 32 or 16) end
 local args_bwd_in = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"dout","const bf16*"},
