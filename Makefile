@@ -39,6 +39,11 @@ bin/test_kernels: tests/gpu/test_kernels.cu $(wildcard templates/*.cuh)
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
 
+# The generalized attention kernels' tests and benchmark (bench/bench.sh runs it with --bench-only).
+bin/test_attention_gen: tests/gpu/test_attention_gen.cu $(wildcard templates/*.cuh)
+	@mkdir -p bin
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
+
 # Every test that needs no GPU; the last line is "N passed, M failed".
 test: deps all
 	@tests/run.sh

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# GPU benchmark: moonforge vs PyTorch (eager and torch.compile) training GPT-2 124M, T = 1024.
+# GPU benchmark: moonforge against PyTorch, every ratio measured in the same run. PARTS picks:
+#   gpt2    GPT-2 124M training, T = 1024, B in $BATCHES, against bench/torch_gpt2.py (eager, torch.compile)
+#   swamla  the seed-002 presets in $SWAMLA at their own batch and T = 2048, against bench/torch_decoder.py
+#           (eager, torch.compile; SWA through FlexAttention)
+#   attn    the attention kernels alone: bin/test_attention_gen --bench-only, then bench/attention_sdpa.py
+#           (SDPA, FlexAttention) — T = 1024, 4096, 16384, d = 64, 128, causal and SWA (W = 256, S = 4)
 #
 # Run on the GPU machine from the repo root after `make`:
 #     bash bench/bench.sh
 # Environment: OUT (log folder, default /tmp/bench), PYTHON (default python3, the one with PyTorch 2.x),
 # BATCHES (default "16 32"), STEPS (timed steps, default 20), WARMUP (default 5),
-# RUN_TIMEOUT (seconds per run, default 300).
+# RUN_TIMEOUT (seconds per run, default 300), PARTS (default "gpt2 swamla attn"),
+# SWAMLA (default "swamla_small swamla_base").
 #
 # Every system prints `BENCH tok_per_s=... ms_per_step=... mfu=...` as its last line; a run that fails or
 # prints none gets FAILED in its cell and the others still run. The Markdown table is printed last.
@@ -18,6 +24,9 @@ BATCHES=${BATCHES:-"16 32"}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-5}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+PARTS=${PARTS:-"gpt2 swamla attn"}
+SWAMLA=${SWAMLA:-"swamla_small swamla_base"}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$LOGS" || { echo "bench.sh: cannot create $LOGS" >&2; exit 1; }
 
 # value KEY from the last BENCH line of log file $1 (empty when there is none)
@@ -56,32 +65,86 @@ ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f\n", a / b; else print "n/a" }'
 }
 
-for B in $BATCHES; do
-  mf_log=$LOGS/moonforge_b$B.log
-  echo "== gen: bin/gen specs/gpt2_124m.lua -o out/bench_b$B --set train.batch_size=$B" >"$LOGS/gen_b$B.log"
-  if timeout "$RUN_TIMEOUT" bin/gen specs/gpt2_124m.lua -o "out/bench_b$B" --set "train.batch_size=$B" \
-       >>"$LOGS/gen_b$B.log" 2>&1; then
-    run "moonforge B=$B" "$mf_log" bin/runtime "out/bench_b$B/model.ptx" --bench --steps "$STEPS"
+# gen_bench NAME LOG SPEC OUTDIR [gen args...]: generate the program, then time it with --bench; a failed
+# gen leaves its reason in LOG (so the table shows FAILED) and in LOG.gen
+gen_bench() {
+  local name=$1 log=$2 spec=$3 out=$4
+  shift 4
+  echo "== gen: bin/gen $spec -o $out $*" >"$log.gen"
+  if timeout "$RUN_TIMEOUT" bin/gen "$spec" -o "$out" "$@" >>"$log.gen" 2>&1; then
+    run "$name" "$log" bin/runtime "$out/model.ptx" --bench --steps "$STEPS"
   else
-    echo "bench.sh: gen B=$B: FAILED — see $LOGS/gen_b$B.log"
-    tail -n 5 "$LOGS/gen_b$B.log" | sed 's/^/    /'
-    echo "gen failed: see gen_b$B.log" >"$mf_log"
+    echo "bench.sh: gen for $name: FAILED — see $log.gen"
+    tail -n 5 "$log.gen" | sed 's/^/    /'
+    echo "gen failed: see $log.gen" >"$log"
   fi
-  for mode in eager compile; do
-    run "torch $mode B=$B" "$LOGS/torch_${mode}_b$B.log" \
-      "$PY" bench/torch_gpt2.py --batch "$B" --seq 1024 --mode "$mode" --steps "$STEPS" --warmup "$WARMUP"
-  done
-done
+}
 
-echo
-echo "GPT-2 124M, T=1024, median of $STEPS steps after warmup; logs in $LOGS"
-echo
-echo "| B | moonforge tok/s | MFU | eager tok/s | compile tok/s | moonforge/eager | moonforge/compile |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-for B in $BATCHES; do
-  mf=$(cell "$LOGS/moonforge_b$B.log" tok_per_s)
-  mfu=$(cell "$LOGS/moonforge_b$B.log" mfu)
-  eg=$(cell "$LOGS/torch_eager_b$B.log" tok_per_s)
-  cp=$(cell "$LOGS/torch_compile_b$B.log" tok_per_s)
-  echo "| $B | $mf | $mfu | $eg | $cp | $(ratio "$mf" "$eg") | $(ratio "$mf" "$cp") |"
-done
+if has gpt2; then
+  for B in $BATCHES; do
+    gen_bench "moonforge B=$B" "$LOGS/moonforge_b$B.log" specs/gpt2_124m.lua "out/bench_b$B" --set "train.batch_size=$B"
+    for mode in eager compile; do
+      run "torch $mode B=$B" "$LOGS/torch_${mode}_b$B.log" \
+        "$PY" bench/torch_gpt2.py --batch "$B" --seq 1024 --mode "$mode" --steps "$STEPS" --warmup "$WARMUP"
+    done
+  done
+fi
+
+if has swamla; then
+  for P in $SWAMLA; do
+    gen_bench "moonforge $P" "$LOGS/moonforge_$P.log" "specs/$P.lua" "out/bench_$P"
+    for mode in eager compile; do
+      run "torch $mode $P" "$LOGS/torch_${mode}_$P.log" \
+        "$PY" bench/torch_decoder.py --preset "$P" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP"
+    done
+  done
+fi
+
+if has attn; then
+  if [ -x bin/test_attention_gen ]; then
+    timeout "$RUN_TIMEOUT" bin/test_attention_gen --bench-only >"$LOGS/attn_moonforge.log" 2>&1 ||
+      { echo "bench.sh: attention kernels: FAILED"; tail -n 5 "$LOGS/attn_moonforge.log"; }
+  else
+    echo "bench.sh: bin/test_attention_gen is missing: make bin/test_attention_gen (needs nvcc)" | tee "$LOGS/attn_moonforge.log"
+  fi
+  timeout "$RUN_TIMEOUT" "$PY" bench/attention_sdpa.py >"$LOGS/attn_torch.log" 2>&1 ||
+    { echo "bench.sh: bench/attention_sdpa.py: FAILED"; tail -n 5 "$LOGS/attn_torch.log"; }
+fi
+
+# ---- the tables, last
+if has gpt2; then
+  echo
+  echo "GPT-2 124M, T=1024, median of $STEPS steps after warmup; logs in $LOGS"
+  echo
+  echo "| B | moonforge tok/s | MFU | eager tok/s | compile tok/s | moonforge/eager | moonforge/compile |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  for B in $BATCHES; do
+    mf=$(cell "$LOGS/moonforge_b$B.log" tok_per_s)
+    mfu=$(cell "$LOGS/moonforge_b$B.log" mfu)
+    eg=$(cell "$LOGS/torch_eager_b$B.log" tok_per_s)
+    cp=$(cell "$LOGS/torch_compile_b$B.log" tok_per_s)
+    echo "| $B | $mf | $mfu | $eg | $cp | $(ratio "$mf" "$eg") | $(ratio "$mf" "$cp") |"
+  done
+fi
+if has swamla; then
+  echo
+  echo "SWA-MLA presets (seed 002), T=2048, median of $STEPS steps after warmup; logs in $LOGS"
+  echo
+  echo "| preset | moonforge tok/s | MFU | eager tok/s | compile tok/s | moonforge/eager | moonforge/compile |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  for P in $SWAMLA; do
+    mf=$(cell "$LOGS/moonforge_$P.log" tok_per_s)
+    mfu=$(cell "$LOGS/moonforge_$P.log" mfu)
+    eg=$(cell "$LOGS/torch_eager_$P.log" tok_per_s)
+    cp=$(cell "$LOGS/torch_compile_$P.log" tok_per_s)
+    echo "| $P | $mf | $mfu | $eg | $cp | $(ratio "$mf" "$eg") | $(ratio "$mf" "$cp") |"
+  done
+fi
+if has attn; then
+  echo
+  echo "Attention alone (bf16, TFLOP/s over the visible pairs; logs in $LOGS):"
+  sed -n '/^attention_gen benchmark/,/^[0-9]* passed/p' "$LOGS/attn_moonforge.log" | grep -v ' passed, '
+  grep -E '^bench B\*H' "$LOGS/attn_moonforge.log"
+  echo
+  sed -n '/^| kernel /,$p' "$LOGS/attn_torch.log"
+fi

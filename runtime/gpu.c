@@ -685,6 +685,11 @@ static void gpu_destroy(Backend *bk) {
     nccl_ck(g, "ncclAllReduce (final barrier)",
             nccl.AllReduce(dptr(g->loss), dptr(g->loss), 1, MF_NCCL_FLOAT32, MF_NCCL_SUM, g->comm, g->stream));
     dist_wait(g, dist_slow_timeout());
+    /* The step graph captured NCCL collectives, and NCCL keeps a reference to the communicator
+     * for every live graph that did: ncclCommDestroy waits until those graphs are gone, so the
+     * executable graph must be destroyed first (else the destroy never returns). */
+    if (g->exec) cu.GraphExecDestroy(g->exec);
+    g->exec = NULL;
     dist_watch_arm(60, "ncclCommDestroy");
     nccl.CommDestroy(g->comm);
     dist_watch_disarm();

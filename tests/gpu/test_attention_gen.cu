@@ -5,6 +5,7 @@
 //   bin/test_attention_gen             # all tests, then the benchmark table
 //   bin/test_attention_gen --no-bench  # tests only
 //   bin/test_attention_gen --small     # small tests only (what the CPU emulator runs; implies --no-bench)
+//   bin/test_attention_gen --bench-only  # the benchmark table alone (bench/bench.sh)
 //
 // Every variant axis runs on random inputs against a double-precision CPU reference written here
 // from the definition (mask, ALiBi slopes by the paper's recursive rule, RoPE by θ_p = base^(−2p/R)):
@@ -637,12 +638,13 @@ template <int B, int T, int H, int d> static void bench_old_vs_new() {
 }
 
 int main(int argc, char** argv) {
-  bool bench = true, small = false;
+  bool bench = true, small = false, tests = true;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--no-bench")) bench = false;
     else if (!strcmp(argv[i], "--small")) small = true, bench = false;
+    else if (!strcmp(argv[i], "--bench-only")) tests = false;   // bench/bench.sh: the tests ran in make test-gpu
     else {
-      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small)\n", argv[i]);
+      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --bench-only)\n", argv[i]);
       return 2;
     }
   }
@@ -655,6 +657,7 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, dev));
   printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 
+  if (tests) {
   //          B  T    H  HKV DQK  DV   W    S   AL RP RD  LAY
   test_case<Cfg<1, 200, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>>("mha");           // T not a multiple of 64
   test_case<Cfg<2, 64, 4, 4, 16, 16, 0, 0, 0, 0, 0, 0>>("d16");
@@ -704,6 +707,7 @@ int main(int argc, char** argv) {
     test_case<Cfg<1, 1024, 16, 16, 96, 96, 256, 4, 0, 1, 96, 0>>("big d96 swa");
     test_case<Drop<Cfg<1, 1024, 4, 2, 96, 96, 0, 0, 0, 1, 96, 0>, 10, 4>>("big drop d96 gqa");
     test_case<Drop<Cfg<1, 512, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>, 10, 6>>("big drop mla");
+  }
   }
 
   if (bench && g_fail == 0) {
