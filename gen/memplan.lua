@@ -35,33 +35,38 @@ local function layout_params(g)
   end
 end
 
--- Place intervals [first,last] of given sizes; returns offsets and the arena size.
+-- Place intervals [first,last] of given sizes; returns offsets and the arena size. O(n²) in the
+-- buffer count (~1000 for a 24-layer model), so the inner loop touches only precomputed numbers.
 local function place(bufs, sizeof, align)
+  local n, size, first, last = #bufs, {}, {}, {}
   local order = {}
-  for i = 1, #bufs do order[i] = i end
+  for i = 1, n do
+    order[i], size[i] = i, util.round_up(sizeof(bufs[i]), align)
+    first[i], last[i] = bufs[i].first, bufs[i].last
+  end
   table.sort(order, function(a, b)
-    local sa, sb = sizeof(bufs[a]), sizeof(bufs[b])
-    if sa ~= sb then return sa > sb end
-    return bufs[a].first < bufs[b].first
+    if size[a] ~= size[b] then return size[a] > size[b] end
+    return first[a] < first[b]
   end)
+  -- placed: the placed buffers sorted by offset, so the first gap that fits is found in one scan
+  -- over the live ones without sorting them per buffer
   local placed, offs, top = {}, {}, 0
   for _, i in ipairs(order) do
-    local b, size = bufs[i], util.round_up(sizeof(bufs[i]), align)
-    -- the live neighbours' address ranges, sorted, then the first gap that fits
-    local busy = {}
-    for _, j in ipairs(placed) do
-      local o = bufs[j]
-      if not (o.last < b.first or b.last < o.first) then busy[#busy + 1] = { offs[j], offs[j] + util.round_up(sizeof(o), align) } end
-    end
-    table.sort(busy, function(x, y) return x[1] < y[1] end)
+    local fi, li, si = first[i], last[i], size[i]
     local off = 0
-    for _, r in ipairs(busy) do
-      if off + size <= r[1] then break end
-      if r[2] > off then off = r[2] end
+    for k = 1, #placed do
+      local j = placed[k]
+      if not (last[j] < fi or li < first[j]) then
+        if off + si <= offs[j] then break end
+        local e = offs[j] + size[j]
+        if e > off then off = e end
+      end
     end
     offs[i] = off
-    placed[#placed + 1] = i
-    if off + size > top then top = off + size end
+    local k = #placed + 1
+    while k > 1 and offs[placed[k - 1]] > off do placed[k] = placed[k - 1]; k = k - 1 end
+    placed[k] = i
+    if off + si > top then top = off + si end
   end
   return offs, top
 end
