@@ -219,7 +219,7 @@ SW=$TMPDIR/swamla_small
 if [ -f specs/swamla_small.lua ] && bin/gen specs/swamla_small.lua -o "$SW" >"$TMPDIR/gen_sw.log" 2>&1; then
   check "speed swamla_small: 2 GPUs >= 1.9x the tokens/s of 1" speed swamla_small "$SW"
 else
-  echo "# swamla_small: not measured (gen failed or spec absent: $(tail -1 "$TMPDIR/gen_sw.log" 2>/dev/null))"
+  notok "speed swamla_small: gen" "$(tail -5 "$TMPDIR/gen_sw.log" 2>/dev/null)"
 fi
 
 echo
