@@ -87,8 +87,24 @@ end
 
 local ROPE = { half = 1, adjacent = 2 }
 
+-- Decode: the same layout attrs over one row per sequence (B = Bs sequences, T = the cache
+-- length); the op appends k̃ = R_pos·k and v to KV caches of HKV heads kept for the whole
+-- generation and attends from position dpos (docs/ir.md "Decode").
+local function attn_decode_op(g, cfg, name, q, k, v, lay, B, T)
+  local kc = g:tensor(name .. ".kcache", { B, T, lay.HKV * lay.DQK }, "bf16")
+  local vc = g:tensor(name .. ".vcache", { B, T, lay.HKV * lay.DV }, "bf16")
+  g.tensors[kc].keep, g.tensors[vc].keep = "dec", "dec" -- live across decode steps
+  local out = g:tensor(name .. ".out", { B, lay.H * lay.DV }, "bf16")
+  local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = cfg.model.rope_base }
+  for key, val in pairs(lay) do a[key] = val end
+  g:op("attn_decode", "dec", name, { { "q", q }, { "k", k }, { "v", v }, { "pos", "dpos" },
+    { "kcache", kc, out = true }, { "vcache", vc, out = true }, { "out", out, out = true } }, a)
+  return out
+end
+
 -- The generalised attention op over q, k, v given with their layouts (docs/ir.md, `attn`).
 local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T)
+  if ph == "dec" then return attn_decode_op(g, cfg, name, q, k, v, lay, B, T) end
   local m = cfg.model
   local out = g:tensor(name .. ".out", { n, lay.H * lay.DV }, "bf16")
   local lse = g:tensor(name .. ".lse", { B, lay.H, T }, "f32")
@@ -144,14 +160,6 @@ local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
     g:op("attention", ph, p .. ".attn", { { "qkv", qkv }, { "out", att, out = true }, { "lse", lse, out = true } },
       { B = B, T = T, H = H, d = d })
     return att, d
-  elseif plain and ph == "dec" then
-    local kc = g:tensor(pfx .. p .. ".kcache", { B, T, D }, "bf16")
-    local vc = g:tensor(pfx .. p .. ".vcache", { B, T, D }, "bf16")
-    g.tensors[kc].keep, g.tensors[vc].keep = "dec", "dec" -- live across decode steps
-    local att = g:tensor(pfx .. p .. ".attn.out", { B, D }, "bf16")
-    g:op("attention_decode", ph, pfx .. p .. ".attn", { { "qkv", qkv }, { "pos", "dpos" },
-      { "kcache", kc, out = true }, { "vcache", vc, out = true }, { "out", att, out = true } }, { B = B, T = T, H = H, d = d })
-    return att, d
   end
   local swa = L.attention == "swa"
   local lay = { H = H, HKV = Hkv, DQK = d, DV = d, LDQ = width, LDK = width, LDV = width,
@@ -194,7 +202,7 @@ local function embed(g, cfg, ph, pfx, tokens, n, pos)
   if m.position == "learned" then wpe = g:param("wpe.weight", { T, D }, "normal", 0.02, false)
   elseif m.position == "sinusoidal" then wpe = g:param("wpe.weight", { T, D }, "sinusoidal", 0, false, true) end
   local x = g:tensor(pfx .. "embed.out", { n, D }, "bf16")
-  if pos then
+  if pos and wpe then
     g:op("embed_pos", ph, pfx .. "embed", { { "tokens", tokens }, { "pos", pos }, { "wte", wte }, { "wpe", wpe },
       { "out", x, out = true } }, { N = n, T = T, D = D })
   elseif wpe then
@@ -206,13 +214,9 @@ local function embed(g, cfg, ph, pfx, tokens, n, pos)
   return x
 end
 
--- Whether the one-token decode program can express this model (attention_decode covers full
--- multi-head attention with absolute positions; the other variants sample after they grow one).
-local function decodable(cfg)
-  local m = cfg.model
-  if m.position ~= "learned" and m.position ~= "sinusoidal" then return false end
-  if cfg.derived.n_kv_head ~= m.n_head or (cfg.derived.head_dim & (cfg.derived.head_dim - 1)) ~= 0 then return false end
-  for _, L in ipairs(cfg.derived.layers) do if L.attention ~= "full" then return false end end
+-- Whether the one-token decode program can express this model: attn_decode takes every layout
+-- and mask of attn (GQA/MQA, MLA, RoPE, ALiBi, window + sinks), so every model this builder makes.
+local function decodable(_)
   return true
 end
 
@@ -236,7 +240,7 @@ function M.decoder(cfg)
   g:op("loss_sum", "fwd", "loss.sum", { { "losses", losses }, { "loss", "loss", out = true } }, { N = N, scale = scale })
 
   -- decode program: Bs sequences, one token each at position dpos; every layer appends its key
-  -- and value to a KV cache [Bs, T, D] kept for the whole generation (sample.c drives it)
+  -- and value to a KV cache [Bs, T, HKV·d] kept for the whole generation (sample.c drives it)
   if decodable(cfg) then
     local Bs = 1
     local dtok, dpos = g:input("dtokens", { Bs }), g:input("dpos", { 1 })

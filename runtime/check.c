@@ -411,6 +411,16 @@ int check_decode(Backend *b, uint64_t seed, double tol) {
   const Plan *p = b->plan;
   long B = plan_dim(p, "B"), T = plan_dim(p, "T"), V = plan_dim(p, "V"), Vp = plan_dim(p, "Vp"), N = B * T;
   long accum = plan_dim_opt(p, "accum", 1);
+  /* the decode program is inference (no dropout): a forward pass with dropout is another function */
+  for (int i = 0; i < p->nop; i++) {
+    const Op *op = &p->ops[i];
+    int drop = !strcmp(op->kind, "dropout");
+    for (int a = 0; a < op->nattr && !drop; a++) drop = !strcmp(op->attr[a].key, "dropout") && op->attr[a].val > 0;
+    if (op->phase == PH_FWD && drop)
+      fatal("%s: --decode-check compares with the forward pass, which has dropout (op %d, %s): generate the plan "
+            "with model.dropout.attn=0 model.dropout.resid=0 model.dropout.mlp=0 (the decode program is the same)",
+            p->path, op->idx, op->comment);
+  }
   float *w = xmalloc((size_t)p->param_elems * sizeof *w);
   init_params(p, seed, w);
   b->set_master(b, w);

@@ -507,6 +507,15 @@ static void k_attn_bwd_dq(Cpu *c, const Op *op, int micro) {
                   F(c, op, "dout", N * a.H * a.DV), F(c, op, "lse", S), F(c, op, "delta", S), F(c, op, "dq", N * a.LDQ));
 }
 
+/* attn_decode: the attn attrs with B = sequences, T = the cache length; q, k, v one row each */
+static void k_attn_decode(Cpu *c, const Op *op, int micro) {
+  CpuAttn a = attn_cfg(c, op, micro);
+  if (a.dropout > 0) fatal(OPFMT ": attn_decode takes no dropout (got %g)", OPARGS(c, op), (double)a.dropout);
+  cpu_attn_decode(&a, F(c, op, "q", a.B * a.LDQ), F(c, op, "k", a.B * a.LDK), F(c, op, "v", a.B * a.LDV),
+                  dec_pos(c, op, a.T), F(c, op, "kcache", a.B * a.T * a.HKV * a.DQK),
+                  F(c, op, "vcache", a.B * a.T * a.HKV * a.DV), F(c, op, "out", a.B * a.H * a.DV));
+}
+
 static const struct { const char *kind; void (*fn)(Cpu *, const Op *, int); } KINDS[] = {
   {"rmsnorm", k_rmsnorm}, {"add_rmsnorm", k_add_rmsnorm}, {"rmsnorm_bwd", k_rmsnorm_bwd},
   {"rmsnorm_bwd_params", k_rmsnorm_bwd_params}, {"dyt", k_dyt}, {"add_dyt", k_add_dyt}, {"dyt_bwd", k_dyt_bwd},
@@ -515,7 +524,7 @@ static const struct { const char *kind; void (*fn)(Cpu *, const Op *, int); } KI
   {"dropout_bwd", k_dropout_bwd}, {"embed_tok", k_embed_tok}, {"mla_k", k_mla_k}, {"mla_k_bwd", k_mla_k_bwd},
   {"attn", k_attn}, {"attn_bwd_pre", k_attn_bwd_pre}, {"attn_bwd_dkdv", k_attn_bwd_dkdv},
   {"attn_bwd_dq", k_attn_bwd_dq},
-  {"embed_pos", k_embed_pos}, {"attention_decode", k_attention_decode},
+  {"embed_pos", k_embed_pos}, {"attention_decode", k_attention_decode}, {"attn_decode", k_attn_decode},
   {"matmul", k_matmul}, {"embed", k_embed}, {"layernorm", k_layernorm}, {"add_layernorm", k_add_layernorm},
   {"add", k_add}, {"gelu", k_gelu}, {"attention", k_attention}, {"xent", k_xent}, {"loss_sum", k_loss_sum},
   {"gelu_bwd", k_gelu_bwd}, {"layernorm_bwd", k_layernorm_bwd}, {"layernorm_bwd_params", k_layernorm_bwd_params},

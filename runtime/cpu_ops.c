@@ -709,6 +709,54 @@ void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, 
   free(acc);
 }
 
+/* One decode step (docs/ir.md "Decode"): sequence b's token sits at position pos; its q, k, v are
+ * row b of q, k, v (the attn layout with one row per sequence). The caches hold what the training
+ * path's attention sees after RoPE: kcache [B, T, HKV, DQK] = k̃_j = R_j·K_j (rotated once, at its
+ * own position j), vcache [B, T, HKV, DV]. The op appends row pos, then for query head h
+ *   s_j = c·(q̃·k̃_j) − ALIBI·m_h·(pos − j)   for vis(pos, j),  q̃ = R_pos·Q
+ *   out_h = Σ_j softmax_j(s)·v_j                                  (dropout never applies) */
+void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const float *v, int pos, float *kcache,
+                     float *vcache, float *out) {
+  long T = a->T, DQK = a->DQK, DV = a->DV, HKV = a->HKV;
+  double *s = xmalloc((size_t)(pos + 1) * sizeof *s), *acc = xmalloc((size_t)DV * sizeof *acc);
+  double *qr = xmalloc((size_t)DQK * sizeof *qr);
+  for (long b = 0; b < a->B; b++) {
+    float *kc = kcache + b * T * HKV * DQK, *vc = vcache + b * T * HKV * DV;
+    for (long g = 0; g < HKV; g++) {
+      const float *kr = k + b * a->LDK + a->KOFF + g * a->KHS, *vr = v + b * a->LDV + a->VOFF + g * a->VHS;
+      for (long e = 0; e < DQK; e++) qr[e] = kr[e];
+      if (a->ROPE) attn_rope(qr, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, pos, 0);
+      for (long e = 0; e < DQK; e++) kc[((long)pos * HKV + g) * DQK + e] = (float)qr[e];
+      memcpy(vc + ((long)pos * HKV + g) * DV, vr, (size_t)DV * sizeof *vc);
+    }
+    for (long h = 0; h < a->H; h++) {
+      long g = h * HKV / a->H;
+      const float *qh = q + b * a->LDQ + a->QOFF + h * a->QHS;
+      for (long e = 0; e < DQK; e++) qr[e] = qh[e];
+      if (a->ROPE) attn_rope(qr, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, pos, 0);
+      double m = a->ALIBI ? attn_alibi_slope(h, a->H) : 0.0, mx = -INFINITY, z = 0;
+      for (long j = 0; j <= pos; j++) {
+        if (!attn_visible(a, pos, j)) { s[j] = -INFINITY; continue; }
+        const float *kj = kc + (j * HKV + g) * DQK;
+        double dot = 0;
+        for (long e = 0; e < DQK; e++) dot += qr[e] * kj[e];
+        s[j] = a->scale * dot - m * (double)(pos - j);
+        if (s[j] > mx) mx = s[j];
+      }
+      memset(acc, 0, (size_t)DV * sizeof *acc);
+      for (long j = 0; j <= pos; j++) {
+        if (s[j] == -INFINITY) continue;
+        double p = exp(s[j] - mx);
+        const float *vj = vc + (j * HKV + g) * DV;
+        z += p;
+        for (long e = 0; e < DV; e++) acc[e] += p * vj[e];
+      }
+      for (long e = 0; e < DV; e++) out[b * a->H * DV + h * DV + e] = (float)(acc[e] / z);
+    }
+  }
+  free(s); free(acc); free(qr);
+}
+
 void cpu_attn_bwd_pre(const float *out, const float *dout, float *delta, long B, long T, long H, long DV) {
   for (long b = 0; b < B; b++)
     for (long h = 0; h < H; h++)

@@ -108,6 +108,12 @@ double attn_alibi_slope(long h, long H);   /* m_h of the ALiBi paper (interpolat
 /* Rotate the last R dims of x[0..DQK) for position t (mode 1 half-split, 2 adjacent); inverse = 1 applies Rᵀ. */
 void attn_rope(double *x, long DQK, long R, int mode, float base, long t, int inverse);
 void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse);
+/* One decode step (docs/ir.md "Decode", kind attn_decode): a->B sequences, one token each at
+ * position pos (q, k, v: one row per sequence, in the attn layout); appends k̃ = R_pos·k and v at
+ * row pos of kcache [B, T, HKV, DQK] / vcache [B, T, HKV, DV], then out [B, H·DV] = the attention
+ * of q̃ = R_pos·q over the visible cache rows. Dropout is ignored. */
+void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const float *v, int pos, float *kcache,
+                     float *vcache, float *out);
 void cpu_attn_bwd_pre(const float *out, const float *dout, float *delta, long B, long T, long H, long DV);
 void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
                        const float *lse, const float *delta, float *dk, float *dv);
