@@ -2,6 +2,9 @@
 # tests/run_gpu.sh — the GPU tests (`make test-gpu`, on the GPU machine): kernels against CPU
 # references, the GPU backend against the PyTorch goldens and op by op against the CPU backend,
 # determinism, and a short real-size training run.
+#   GPU_PARTS   which parts run (default all): base (foundation), data (issue 3: resume, HF GPT-2
+#               checkpoints), vocab (issue 4: attention kernels, every golden, transformers, SWA-MLA)
+#   GOLDENS     vocab: only these golden names (default: every line of tests/golden/goldens.txt)
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh
@@ -10,7 +13,11 @@ RT=bin/runtime
 GOLDEN=tests/golden/gpt2_tiny.safetensors
 GOLDEN_SET="--set model.vocab_size=500 --set train.batch_size=2"
 
+GPU_PARTS=${GPU_PARTS:-"base data vocab"}
+part() { case " $GPU_PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
 check "GPU present" nvidia-smi -L
+if part base; then
 if [ -x bin/test_kernels ]; then
   check "kernel tests (each kernel vs a CPU double reference)" bin/test_kernels
 else
@@ -65,6 +72,9 @@ falls() {
 }
 check "gpt2_124m trains on the GPU (loss falls > 20% in 60 steps)" falls
 check "gpt2_124m KV-cache decoding == forward pass logits (T=1024, rel L2 <= 2e-2)" $RT "$big/model.ptx" --decode-check
+fi # base
+
+if part data; then
 # Real data on the GPU: a resumed run repeats the uninterrupted one bit for bit, and a checkpoint is a
 # Hugging Face GPT-2 whose logits (transformers' GPT2LMHeadModel) equal the runtime's within bf16.
 # The shards are written here (a learnable token stream), so neither the tokenizer nor a corpus is needed.
@@ -104,7 +114,10 @@ check "runtime logits of the checkpoint (--logits)" $RT "$gr/model.ptx" --logits
 check "checkpoint loads in transformers' GPT2LMHeadModel with the runtime's logits (bf16: rel L2 <= 2e-2, loss 1%)" \
   python3 tests/hf_check.py "$TMPDIR/gA/ckpt/step_000020" "$TMPDIR/glogits.safetensors" --tol 2e-2 --loss-tol 1e-2 \
   --require-transformers
+fi # data
+
 # ---- Issue 4 on the GPU: the generalized attention kernels, every golden, transformers, a real-size SWA-MLA.
+if part vocab; then
 if [ -x bin/test_attention_gen ]; then
   check "generalized attention kernels (each variant vs a CPU double reference)" bin/test_attention_gen --no-bench
 else
@@ -118,7 +131,8 @@ gen_golden() {  # NAME SPEC SETS...: the golden's program in $TMPDIR/gv_NAME (lo
   bin/gen "$spec" "${args[@]}" -o "$TMPDIR/gv_$name" >"$TMPDIR/gv_$name.log" 2>&1
 }
 export -f gen_golden; export TMPDIR
-grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | xargs -P 8 -L 1 bash -c 'gen_golden "$@"' _
+wanted() { [ -z "${GOLDENS:-}" ] && return 0; case " $GOLDENS " in *" $1 "*) return 0 ;; esac; return 1; }
+grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | while read -r n rest; do wanted "$n" && echo "$n $rest"; done | xargs -P 8 -L 1 bash -c 'gen_golden "$@"' _
 # Tolerance: 2e-2 relative L2 per tensor, with three stated exceptions. ReLU's derivative is a step: a
 # pre-activation within bf16 rounding of 0 (about 2^-9 ≈ 0.2% of them) takes the other branch than in
 # float64, and the bias and norm gradients above the MLP are sums over 64 rows that cancel to ~1/8 of
@@ -129,6 +143,7 @@ grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | xargs -P 8 -L 1 bash -c
 gpu_tol() { case "$1" in abl_relu|scaletrain_tiny|dyt) echo 1e-1 ;; *) echo 2e-2 ;; esac; }
 while read -r name spec sets; do
   case "$name" in ''|'#'*) continue ;; esac
+  wanted "$name" || continue
   if [ -f "$TMPDIR/gv_$name/model.ptx" ]; then
     tol=$(gpu_tol "$name")
     check "GPU golden $name vs PyTorch float64 (bf16: rel L2 <= $tol, losses <= 1%)" \
@@ -138,6 +153,7 @@ while read -r name spec sets; do
     notok "GPU golden $name: gen" "$(tail -5 "$TMPDIR/gv_$name.log")"
   fi
 done < tests/golden/goldens.txt
+if [ -z "${GOLDENS:-}" ]; then
 check "GPU vs CPU op by op, swamla_tiny golden" $RT "$TMPDIR/gv_swamla_tiny/model.ptx" --check
 check "GPU vs CPU op by op, GQA + SWA at T=50" $RT "$TMPDIR/gv_swa_t50_gqa/model.ptx" --check
 # Real head dims (SWA d 64; MLA nope 128 + rope 64, v 128) with tiles that straddle the window.
@@ -160,5 +176,7 @@ falls_ss() {
   awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 0 && l < 0.8 * f) }'
 }
 check "swamla_small trains on the GPU (loss falls > 20% in 40 steps)" falls_ss
+fi # all goldens
+fi # vocab
 
 summary
