@@ -44,6 +44,23 @@ bin/test_attention_gen: tests/gpu/test_attention_gen.cu $(wildcard templates/*.c
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
 
+# The decode attention kernel (templates/decode.cuh) against the CPU op it must equal
+# (runtime/cpu_ops.c, linked in): on the GPU, and in the CPU emulator (tests/gpu/emu; make test runs it).
+DECODE_TEST_DEPS := tests/gpu/test_decode.cu templates/common.cuh templates/decode.cuh runtime/cpu_ops.c \
+                    runtime/cpu_ops.h runtime/util.c runtime/util.h
+bin/obj/%.o: runtime/%.c $(RUNTIME_HDR)
+	@mkdir -p bin/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+bin/test_decode: $(DECODE_TEST_DEPS) bin/obj/cpu_ops.o bin/obj/util.o
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates -Iruntime $< bin/obj/cpu_ops.o bin/obj/util.o -o $@ \
+	  -Xlinker -Bstatic -lopenblas -Xlinker -Bdynamic -lpthread -lm
+
+bin/test_decode_emu: $(DECODE_TEST_DEPS) bin/obj/cpu_ops.o bin/obj/util.o $(wildcard tests/gpu/emu/*)
+	python3 tests/gpu/emu/prep.py bin/emu
+	g++ -std=c++17 -O1 -w -I$(CUDA_HOME)/include -Itests/gpu/emu -Ibin/emu -Iruntime bin/emu/test_decode_emu.cpp \
+	  bin/obj/cpu_ops.o bin/obj/util.o -o $@ $(STATIC_LIBS) -lm
+
 # Every test that needs no GPU; the last line is "N passed, M failed".
 test: deps all
 	@tests/run.sh

@@ -9,6 +9,7 @@ Usage (from the repository root, no GPU needed):
   g++ -std=c++17 -O1 -w -I/usr/local/cuda/include -I tests/gpu/emu -I bin/emu \
       bin/emu/test_attention_gen_emu.cpp -o bin/test_attention_gen_emu
   bin/test_attention_gen_emu --small       # small cases only, no benchmark
+  make bin/test_decode_emu && bin/test_decode_emu   # the decode kernel (test_decode.cu; Makefile rule)
 """
 import re, sys, os
 src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -61,5 +62,5 @@ def prep_test(name):
   print(name + ': launches rewritten:', n, file=sys.stderr)
   assert '<<<' not in s
   open(out + '/' + name + '_emu.cpp', 'w').write(s)
-for t in ('test_kernels', 'test_attention_gen'):
+for t in ('test_kernels', 'test_attention_gen', 'test_decode'):
   prep_test(t)
