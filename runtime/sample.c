@@ -1,8 +1,9 @@
 /* sample.c — text generation with the plan's decode program (docs/ir.md, phase `dec`).
  *
  * One decode step writes the token and its position into the `dtokens`/`dpos` inputs and runs
- * the dec ops: each layer's attention_decode appends that token's key and value to the layer's KV
- * cache and attends over positions 0..pos, so generating after an n-token prompt costs one
+ * the dec ops: each layer's attn_decode appends that token's key (rotated at pos with RoPE) and
+ * value to the layer's KV cache and attends over the visible positions of 0..pos (window and
+ * sinks as in training), so generating after an n-token prompt costs one
  * single-token step per token — the prefix is never recomputed. */
 #include "sample.h"
 #include "init.h"
