@@ -68,6 +68,15 @@ function M.model_fields(dir)
   if c.use_sliding_window == true then
     bad("use_sliding_window", "true; sliding-window Qwen2 layers are not supported (the mask differs from moonforge's swa)")
   end
+  -- transformers 5.x lists each layer's attention; a sliding one would need Qwen2's window mask
+  if not is_null(c.layer_types) then
+    if type(c.layer_types) ~= "table" then bad("layer_types", "expected a list, got %s", util.serialize(c.layer_types)) end
+    for i, t in ipairs(c.layer_types) do
+      if t ~= "full_attention" then
+        bad("layer_types", "layer %d is %s; only full attention layers are supported", i - 1, util.serialize(t))
+      end
+    end
+  end
   -- RoPE: transformers 4.x writes rope_theta (+ rope_scaling), 5.x rope_parameters {rope_type, rope_theta}
   local base, rp = c.rope_theta, c.rope_parameters
   if not is_null(rp) then

@@ -97,6 +97,14 @@ c = json.load(open(sys.argv[1])); c["hidden_act"] = "gelu"; os.makedirs(sys.argv
 json.dump(c, open(os.path.join(sys.argv[2], "config.json"), "w"))
 open(os.path.join(sys.argv[2], "model.safetensors"), "wb").close()
 EOF
+$QPY - "$QD/bf16_gqa_untied/config.json" "$QD/badswa" <<'EOF'
+import json, os, sys
+c = json.load(open(sys.argv[1])); c["layer_types"] = ["full_attention", "sliding_attention"]; os.makedirs(sys.argv[2], exist_ok=True)
+json.dump(c, open(os.path.join(sys.argv[2], "config.json"), "w"))
+open(os.path.join(sys.argv[2], "model.safetensors"), "wb").close()
+EOF
+check_error "qwen2 bad: a sliding-window layer (gen)" 2 'config\.json: layer_types: layer 1 is "sliding_attention"; only full attention' \
+  bin/gen --import-hf "$QD/badswa" --write-spec "$QD/bad.lua"
 check_error "qwen2 bad: hidden_act (gen)" 2 'config\.json: hidden_act: "gelu"; Qwen2.s MLP is SwiGLU' \
   bin/gen --import-hf "$QD/badact" --write-spec "$QD/bad.lua"
 check_error "qwen2 bad: --import-hf without --write-spec" 2 'needs --write-spec FILE\.lua' bin/gen --import-hf "$QD/bf16_gqa_untied"
