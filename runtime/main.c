@@ -264,6 +264,12 @@ int main(int argc, char **argv) {
     fatal("choose at most one of --train, --generate, --logits, --export-hf, --bench, --golden, --gradcheck, --check, --decode-check, "
           "--prepare, --unigram");
   if (export_dtype && !export_hf) fatal("--export-dtype goes with --export-hf");
+  char export_dir[4000];
+  if (export_hf) { /* "out/" names the directory out: its temporary sibling is out.tmp.PID, not out/.tmp.PID */
+    snprintf(export_dir, sizeof export_dir, "%s", export_hf);
+    for (size_t n = strlen(export_dir); n > 1 && export_dir[n - 1] == '/'; n--) export_dir[n - 1] = 0;
+    export_hf = export_dir;
+  }
   if (export_dtype && strcmp(export_dtype, "f32") && strcmp(export_dtype, "bf16") && strcmp(export_dtype, "f16"))
     fatal("--export-dtype %s: expected f32, bf16 or f16", export_dtype);
   /* several processes (dist.h): the --gpus launcher forks the ranks and only watches them; each

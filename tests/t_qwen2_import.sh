@@ -122,3 +122,17 @@ check_error "qwen2 bad: --export-dtype" 1 '--export-dtype f8: expected f32, bf16
 check_error "qwen2 bad: a GPT-2 plan cannot load a Qwen2 directory" 1 'cannot load Hugging Face Qwen2 weights: the plan has no attn op' \
   bash -c "bin/gen specs/gpt2_tiny.lua -o '$QD/gpt2' --no-compile >/dev/null 2>&1 && bin/runtime '$QD/gpt2/model.ptx' --cpu --init-from '$QD/bf16_gqa_untied' --logits '$QD/tok.bin' --out '$QD/bad.safetensors'"
 fi
+
+# --export-hf of a GPT-2 plan: the Hugging Face GPT-2 files its checkpoints already hold
+G="$QD/gpt2x"
+if out_txt=$(bin/gen specs/gpt2_tiny.lua --set model.vocab_size=500 -o "$G/out" --no-compile 2>&1 &&
+    bin/runtime "$G/out/model.ptx" --cpu --train --steps 1 --run-dir "$G/run" --log-every 0 --no-sample 2>&1); then
+  check "gpt2 --export-hf --run-dir/ (trailing slash) writes GPT2LMHeadModel files" \
+    bin/runtime "$G/out/model.ptx" --run-dir "$G/run" --export-hf "$G/exp/"
+  check "gpt2 --export-hf: the same model.safetensors as the checkpoint's" \
+    cmp "$G/exp/model.safetensors" "$G/run/ckpt/step_000001/model.safetensors"
+  check_error "gpt2 --export-hf: bf16 refused" 1 'GPT-2 weights are written in f32 only' \
+    bin/runtime "$G/out/model.ptx" --run-dir "$G/run" --export-hf "$G/exp2" --export-dtype bf16
+else
+  notok "gpt2 --export-hf: a 1-step run" "$out_txt"
+fi
