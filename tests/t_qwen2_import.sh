@@ -136,3 +136,45 @@ if out_txt=$(bin/gen specs/gpt2_tiny.lua --set model.vocab_size=500 -o "$G/out" 
 else
   notok "gpt2 --export-hf: a 1-step run" "$out_txt"
 fi
+
+# the Qwen2 tokenizer (vocab.json + merges.txt + tokenizer_config.json): `--prepare --tokenizer DIR` must give
+# the ids of tests/reference/qwen2_hf.py's encoder (Qwen2's regex in Python's re, encoder.py's BPE) for every
+# document, each after <|endoftext|> (the id after vocab.json's, from tokenizer_config.json)
+TK="$QD/tok"
+if out_txt=$($QPY $QH tokdir "$TK" 2>&1); then
+  printf "It's DON'T you'LL 2024 abc123def (hello) ...world!\n\n\nfoo.\n\nbar  baz \t qux\r\ncafé naïve 中文字 über_all __x a   b  \n  end 3.14159 the lazy dog.\n" > "$TK/doc.txt"
+  : > "$TK/docs.txt"
+  for i in 1 2 3 4 5 6 7 8; do # different documents (the split hashes their text), each with its reference
+    { printf 'Doc %s: ' "$i"; cat "$TK/doc.txt"; } > "$TK/doc$i.txt"
+    cat "$TK/doc$i.txt" >> "$TK/docs.txt"; echo "%" >> "$TK/docs.txt"
+    $QPY $QH encode "$TK" "$TK/doc$i.txt" > "$TK/ref$i.txt"
+  done
+  check "qwen2 tokenizer: --prepare with vocab.json + merges.txt" \
+    bin/runtime --prepare --tokenizer "$TK" --doc-sep % --val-fraction 0.4 --out "$TK/shards" "$TK/docs.txt"
+  check "qwen2 tokenizer: every document is <|endoftext|> + the reference ids" $QPY - "$TK" <<'PYEOF'
+import glob, json, os, sys
+sys.path.insert(0, "tests/reference")
+import qwen2_hf as Q
+d = sys.argv[1]
+refs = sorted([int(x) for x in open(os.path.join(d, f"ref{i}.txt"))] for i in range(1, 9))
+eot = int(next(k for k, v in json.load(open(os.path.join(d, "tokenizer_config.json")))["added_tokens_decoder"].items()
+               if v["content"] == "<|endoftext|>"))
+docs = []
+for f in sorted(glob.glob(os.path.join(d, "shards", "*.bin"))):
+    t = Q.read_shard(f).tolist()
+    starts = [i for i, x in enumerate(t) if x == eot]
+    docs += [t[a + 1:b] for a, b in zip(starts, starts[1:] + [len(t)])]
+docs = sorted(docs)
+if docs != refs:
+    bad = [i for i in range(min(len(docs), len(refs))) if docs[i] != refs[i]][:1] or [0]
+    sys.exit(f"{len(docs)} documents (8 expected); they differ from the reference:\n got {docs[bad[0]] if docs else ''}\n ref {refs[bad[0]]}")
+print(f"8 documents of {len(refs[0])} ids, eot {eot}")
+PYEOF
+  check "qwen2 tokenizer: prepare.json names <|endoftext|>'s id" \
+    bash -c "grep -q '\"eot\": 365,' '$TK/shards/prepare.json'"
+  mkdir -p "$TK/noeot" && cp "$TK/vocab.json" "$TK/merges.txt" "$TK/noeot/"
+  check_error "qwen2 tokenizer: no <|endoftext|> to separate documents" 1 'has no end-of-text token' \
+    bin/runtime --prepare --tokenizer "$TK/noeot" --out "$TK/shards2" "$TK/docs.txt"
+else
+  notok "qwen2 tokenizer: make a tokenizer directory" "$out_txt"
+fi

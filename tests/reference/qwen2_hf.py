@@ -8,6 +8,8 @@
     qwen2_hf.py logits DIR SHARD OUT.safetensors --batch B --seq T  what `runtime --logits` computes, in float64
     qwen2_hf.py compare REF.safetensors GOT.safetensors [--tol 1e-4]  relative L2 of the logits
     qwen2_hf.py same DIR_A DIR_B                                     every tensor equal, bit for bit, same dtype
+    qwen2_hf.py tokdir DIR [--merges 300]                            a tiny Qwen2-style tokenizer directory
+    qwen2_hf.py encode DIR TEXT                                      its ids of a text file (Qwen2 regex + BPE)
 
 Written from the Qwen2 math (../../../shared/notes/models.md §1, §4 with P = 1; transformers' Qwen2ForCausalLM
 conventions: Linear weights [out, in], q/k/v with bias, o without, RMSNorm x/√(mean x² + eps)·w, RoPE
@@ -270,6 +272,117 @@ def shard(a):
         f.write(toks.tobytes())
 
 
+# ----------------------------------------------------------------------------------------------
+# a tiny Qwen2-style tokenizer (vocab.json + merges.txt + tokenizer_config.json) and a reference encoder
+
+def bytes_to_unicode():
+    """GPT-2's byte alphabet: printable bytes stand for themselves, the other 68 for U+0100 + n."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    m, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            m[b] = chr(b)
+        else:
+            m[b] = chr(256 + n)
+            n += 1
+    return m
+
+
+# Qwen2's pre-tokenisation regex in Python's re (\p{L} = [^\W\d_], \p{N} = \d: equal on the test texts, which
+# hold no numerals outside Nd and no letters outside \w)
+QWEN2_RE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|(?:[^\r\n\w]|_)?[^\W\d_]+|\d| ?(?:[^\s\w]|_)+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+TOK_TRAIN = ("The quick brown fox jumps over the lazy dog. It's 2024; numbers 1234567890 and 3.14159!\n\n"
+             "DON'T stop -- (hello) [world] {x}... café naïve 中文字 über 12ab34 a   b\tc\r\n") * 3
+
+
+def bpe_encode(piece, ranks, tok_id):
+    """encoder.py's BPE of one piece (bytes): merge the lowest-rank adjacent pair everywhere, repeat."""
+    word = [bytes([b]) for b in piece]
+    while len(word) > 1:
+        pairs = [(ranks.get((word[i], word[i + 1])), i) for i in range(len(word) - 1)]
+        best = min((r for r, _ in pairs if r is not None), default=None)
+        if best is None:
+            break
+        out, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and ranks.get((word[i], word[i + 1])) == best:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        word = out
+    return [tok_id[w] for w in word]
+
+
+def tokdir(a):
+    """Merges learnt on whitespace-split words (coarser than Qwen2's pieces, so that some cross its
+    boundaries: digit pairs, punctuation + letters, newlines), 300 of them, ids after the 256 bytes."""
+    import collections
+    words = collections.Counter(w.encode() for w in TOK_TRAIN.split(" ") if w)
+    seqs = {w: [bytes([b]) for b in w] for w in words}
+    merges = []
+    for _ in range(a.merges):
+        pc = collections.Counter()
+        for w, sq in seqs.items():
+            for i in range(len(sq) - 1):
+                pc[(sq[i], sq[i + 1])] += words[w]
+        if not pc:
+            break
+        (x, y), _ = max(pc.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append((x, y))
+        for w, sq in seqs.items():
+            out, i = [], 0
+            while i < len(sq):
+                if i + 1 < len(sq) and sq[i] == x and sq[i + 1] == y:
+                    out.append(x + y)
+                    i += 2
+                else:
+                    out.append(sq[i])
+                    i += 1
+            seqs[w] = out
+    b2u = bytes_to_unicode()
+    spell = lambda t: "".join(b2u[b] for b in t)  # noqa: E731
+    vocab = {spell(bytes([b])): b for b in range(256)}
+    for x, y in merges:
+        vocab.setdefault(spell(x + y), len(vocab))
+    os.makedirs(a.dir, exist_ok=True)
+    with open(os.path.join(a.dir, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(a.dir, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{spell(x)} {spell(y)}\n" for x, y in merges))
+    n = len(vocab)
+    special = {str(n + i): {"content": c, "special": True} for i, c in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])}
+    with open(os.path.join(a.dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "Qwen2Tokenizer", "added_tokens_decoder": special}, f, indent=1)
+
+
+def load_tok(d):
+    import re
+    u2b = {u: b for b, u in bytes_to_unicode().items()}
+    unspell = lambda s: bytes(u2b[c] for c in s)  # noqa: E731
+    with open(os.path.join(d, "vocab.json"), encoding="utf-8") as f:
+        tok_id = {unspell(k): v for k, v in json.load(f).items()}
+    ranks = {}
+    with open(os.path.join(d, "merges.txt"), encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#version") or not line.strip():
+                continue
+            x, y = line.split()
+            ranks[(unspell(x), unspell(y))] = len(ranks)
+    return re.compile(QWEN2_RE), ranks, tok_id
+
+
+def encode(a):
+    """The ids of a UTF-8 text file, one per line."""
+    rx, ranks, tok_id = load_tok(a.dir)
+    with open(a.text, encoding="utf-8", newline="") as f:  # keep \r\n as it is
+        text = f.read()
+    ids = [i for piece in rx.findall(text) for i in bpe_encode(piece.encode(), ranks, tok_id)]
+    print("\n".join(map(str, ids)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -303,8 +416,14 @@ def main():
     sm = sub.add_parser("same")
     sm.add_argument("a")
     sm.add_argument("b")
+    td = sub.add_parser("tokdir")
+    td.add_argument("dir")
+    td.add_argument("--merges", type=int, default=300)
+    en = sub.add_parser("encode")
+    en.add_argument("dir")
+    en.add_argument("text")
     a = ap.parse_args()
-    {"make": make, "shard": shard, "logits": logits, "compare": compare, "same": same}[a.cmd](a)
+    {"make": make, "shard": shard, "logits": logits, "compare": compare, "same": same, "tokdir": tokdir, "encode": encode}[a.cmd](a)
 
 
 if __name__ == "__main__":
