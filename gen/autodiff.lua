@@ -78,7 +78,7 @@ RULES.matmul = function(st, op)
     g:op("matmul", "bwd", op.name .. ".dw", { { "a", dc }, { "b", a }, { "c", db, out = true } },
       { M = at.N, N = at.K, K = at.M, ta = 1, tb = 0, beta = acc, epi = 0 })
   end
-  if bias then
+  if bias and st.needs[bias] then -- a frozen bias gets no gradient op
     local dbias = grad_target(st, bias)
     g:op("bias_grad", "bwd", op.name .. ".db", { { "dout", dc }, { "db", dbias, out = true } }, { N = at.M, C = at.N })
   end
@@ -91,9 +91,12 @@ RULES.layernorm = function(st, op)
   if not dout then return end
   local at = op.attrs
   -- parameters first: this reads dout before anything can accumulate into a shared gradient
-  st.g:op("layernorm_bwd_params", "bwd", op.name .. ".dparams", {
-    { "dout", dout }, { "x", x }, { "mean", mean }, { "rstd", rstd },
-    { "dw", (grad_target(st, w)), out = true }, { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[w] or st.needs[b] then -- frozen (weight and bias together): no gradient op
+    assert(st.needs[w] and st.needs[b], "layernorm: weight and bias must be frozen together")
+    st.g:op("layernorm_bwd_params", "bwd", op.name .. ".dparams", {
+      { "dout", dout }, { "x", x }, { "mean", mean }, { "rstd", rstd },
+      { "dw", (grad_target(st, w)), out = true }, { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  end
   if st.needs[x] then
     local dx, acc = grad_target(st, x)
     st.g:op("layernorm_bwd", "bwd", op.name .. ".dx", {
@@ -150,8 +153,10 @@ RULES.embed = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
   if not dout then return end
   local at = op.attrs
-  st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
-    { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = at.N, D = at.D })
+  if st.needs[IR.ref(op, "wte")] then
+    st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
+      { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = at.N, D = at.D })
+  end
   if st.needs[IR.ref(op, "wpe")] then -- a frozen (sinusoidal) table has no gradient
     st.g:op("embed_bwd_pos", "bwd", op.name .. ".dwpe", { { "dout", dout },
       { "dwpe", (grad_target(st, IR.ref(op, "wpe"))), out = true } }, { N = at.N, T = at.T, D = at.D })
@@ -160,7 +165,7 @@ end
 
 RULES.embed_tok = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
-  if not dout then return end
+  if not dout or not st.needs[IR.ref(op, "wte")] then return end -- a frozen table has no gradient
   st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
     { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = op.attrs.N, D = op.attrs.D })
 end
@@ -170,8 +175,10 @@ RULES.rmsnorm = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
   if not dout then return end
   local at = op.attrs
-  st.g:op("rmsnorm_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "rstd", rstd },
-    { "dw", (grad_target(st, w)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[w] then -- a frozen weight has no gradient op
+    st.g:op("rmsnorm_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "rstd", rstd },
+      { "dw", (grad_target(st, w)), out = true } }, { N = at.N, C = at.C })
+  end
   if st.needs[x] then
     local dx, acc = grad_target(st, x)
     st.g:op("rmsnorm_bwd", "bwd", op.name .. ".dx", { { "dout", dout }, { "x", x }, { "w", w }, { "rstd", rstd },
@@ -184,9 +191,12 @@ RULES.dyt = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
   if not dout then return end
   local at = op.attrs
-  st.g:op("dyt_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
-    { "dalpha", (grad_target(st, alpha)), out = true }, { "dw", (grad_target(st, w)), out = true },
-    { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[w] or st.needs[b] or st.needs[alpha] then -- frozen (all three together): no gradient op
+    assert(st.needs[w] and st.needs[b] and st.needs[alpha], "dyt: alpha, weight and bias must be frozen together")
+    st.g:op("dyt_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
+      { "dalpha", (grad_target(st, alpha)), out = true }, { "dw", (grad_target(st, w)), out = true },
+      { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  end
   if st.needs[x] then
     local dx, acc = grad_target(st, x)
     st.g:op("dyt_bwd", "bwd", op.name .. ".dx", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
