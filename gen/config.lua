@@ -387,8 +387,9 @@ local function parscale_rules(spec, cfg, layers)
     bad(spec, "parscale.cross_attn_layers", "set, but parscale.cross_attn is false (set parscale.cross_attn = true)")
   end
   if P == 1 then
-    -- the plain model: nothing of ParScale may be asked for
-    if ps.cross_attn then bad(spec, "parscale.cross_attn", "cross-replica attention needs parscale.n > 1 (got 1)") end
+    -- the plain model. cross_attn is ignored (one replica has nobody to attend to, and a P = 1, 2, 4, 8
+    -- sweep with cross_attn on needs its P = 1 baseline to be plain Qwen2); a frozen backbone would
+    -- leave nothing to train
     if ps.freeze_backbone then
       bad(spec, "parscale.freeze_backbone", "with parscale.n = 1 there are no ParScale parameters: nothing would train")
     end

@@ -83,6 +83,12 @@ for s in specs/parscale_basic.lua specs/parscale_cross_attn.lua specs/parscale_1
 done
 check "gen specs/parscale_basic.lua --set parscale.n=8" bin/gen specs/parscale_basic.lua --set parscale.n=8 -o "$TMPDIR/ps_spec" --no-compile
 check "gen specs/parscale_basic.lua --set parscale.n=1 (Qwen2-0.5B)" bin/gen specs/parscale_basic.lua --set parscale.n=1 -o "$TMPDIR/ps_spec" --no-compile
+cra_p1_plain() {
+  bin/gen specs/parscale_cross_attn_tiny.lua --set parscale.n=1 -o "$TMPDIR/ps_cra_p1" --no-compile >/dev/null 2>&1 || return 1
+  cmp <(grep -E '^(param|op) ' "$TMPDIR/ps_cra_p1/model.plan" | sed 's/ #.*//') \
+      <(grep -E '^(param|op) ' "$TMPDIR/ps_ps_qwen2_p1/model.plan" | sed 's/ #.*//')
+}
+check "parscale.cross_attn with parscale.n = 1 is plain Qwen2 (the same params and ops)" cra_p1_plain
 check "gen specs/parscale_cross_attn.lua --set parscale.cross_attn_layers=0,12,23" \
   bin/gen specs/parscale_cross_attn.lua --set parscale.cross_attn_layers=0,12,23 -o "$TMPDIR/ps_spec" --no-compile
 
@@ -100,7 +106,6 @@ psbad "cross-attn layer out of range" 'parscale\.cross_attn_layers: layer index 
 psbad "negative cross-attn layer" 'parscale\.cross_attn_layers: layer index -1' $C --set parscale.cross_attn_layers=-1
 psbad "cross-attn layer twice" 'parscale\.cross_attn_layers: layer 1 listed twice' $C --set parscale.cross_attn_layers=1,1
 psbad "cross_attn_layers without cross_attn" 'parscale\.cross_attn_layers: set, but parscale\.cross_attn is false' $T --set parscale.cross_attn_layers=1
-psbad "cross_attn with P = 1" 'parscale\.cross_attn: cross-replica attention needs parscale\.n > 1' $C --set parscale.n=1
 psbad "freeze_backbone with P = 1" 'parscale\.freeze_backbone: with parscale\.n = 1 there are no ParScale parameters' $T --set parscale.n=1 --set parscale.freeze_backbone=true
 psbad "ParScale on gpt2"     'parscale\.n: ParScale \(n = 2 > 1\) is built on family qwen2 or llama, not gpt2' specs/gpt2_tiny.lua --set parscale.n=2
 psbad "ParScale on swamla"   'parscale\.n: ParScale \(n = 2 > 1\) is built on family qwen2 or llama, not swamla' specs/swamla_tiny.lua --set parscale.n=2
