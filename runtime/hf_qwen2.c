@@ -506,9 +506,10 @@ int qwen2_export(const char *outdir, const Plan *p, const float *master, const c
     return -1;
   }
   if (extra) {
-    long P = plan_dim_opt(p, "P", -1);
+    /* P = the rows of the aggregation's second layer (docs/ir_parscale.md: parscale.agg.fc2.weight [P, D]) */
+    int fc2 = plan_param(p, "parscale.agg.fc2.weight");
     char pn[32] = "";
-    if (P > 0) snprintf(pn, sizeof pn, " = %ld", P);
+    if (fc2 >= 0) snprintf(pn, sizeof pn, " = %ld", p->params[fc2].dims[0]);
     snprintf(err, errlen, "%s: the plan %s has parscale.n%s (%d ParScale parameters: prefixes, aggregation); Qwen2ForCausalLM "
              "has none of them: only a plan with parscale.n = 1 exports to Hugging Face", outdir, p->name, pn, extra);
     return -1;

@@ -178,3 +178,20 @@ PYEOF
 else
   notok "qwen2 tokenizer: make a tokenizer directory" "$out_txt"
 fi
+
+# ParScale on an imported Qwen2: the backbone loads into a parscale.n = 2 plan (prefixes, cross-replica attention and
+# the aggregation keep their init: the logits differ from P = 1's), and --export-hf refuses it
+PS="$QD/p2"
+if out_txt=$(bin/gen --import-hf "$QD/bf16_gqa_untied" --write-spec "$PS.lua" --set train.batch_size=2 --set model.seq_len=32 \
+    --set parscale.n=2 --set parscale.cross_attn=true -o "$PS" --no-compile 2>&1); then
+  check "parscale.n=2 import: the spec says family qwen2 and parscale.n = 2" \
+    bash -c "grep -q 'family = \"qwen2\"' '$PS.lua' && grep -qE '^    n = 2,' '$PS.lua'"
+  check "parscale.n=2 import: --init-from loads the backbone (CPU logits)" \
+    bin/runtime "$PS/model.ptx" --cpu --init-from "$QD/bf16_gqa_untied" --logits "$QD/tok.bin" --out "$QD/p2_got.safetensors"
+  check_error "parscale.n=2 import: the logits are not P = 1's" 1 'FAIL' \
+    $QPY $QH compare "$QD/bf16_gqa_untied_ref.safetensors" "$QD/p2_got.safetensors" --tol 1e-2
+  check_error "parscale.n=2: --export-hf refused naming parscale.n" 1 'the plan p2 has parscale\.n = 2 .*only a plan with parscale\.n = 1 exports' \
+    bin/runtime "$PS/model.ptx" --init-from "$QD/bf16_gqa_untied" --export-hf "$QD/p2_exp"
+else
+  notok "parscale.n=2 import: gen" "$out_txt"
+fi
