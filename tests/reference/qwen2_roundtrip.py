@@ -12,6 +12,8 @@ For each case a small random Qwen2ForCausalLM is saved with save_pretrained (no 
      dtype), and Qwen2ForCausalLM.from_pretrained(W/CASE_exp) gives the same logits as the original model
   4. when the spec schema has parscale.n: the same import with --set parscale.n=2 loads the backbone (CPU logits are
      finite and differ from P = 1) and --export-hf refuses it naming parscale.n
+  5. the Qwen2 tokenizer: a tiny vocab.json + merges.txt (qwen2_hf.py tokdir); `runtime --prepare --tokenizer` must
+     give the ids of transformers' Qwen2Tokenizer built from the same files, on text with several scripts
 Weights are spread wider than transformers' init (random norm weights and q/k/v biases too), so a wrong row
 order, pairing or bias would show. One line per check (ok / FAIL), a summary, exit status 1 on any failure.
 
@@ -207,6 +209,52 @@ def run_case(hf, name, over, dtype, w, shard, tokens, cpu_only, parscale):
                    p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "")
 
 
+TOK_TEXTS = [
+    "It's DON'T you'LL 2024 abc123def (hello) ...world!\n\n\nfoo.\n\nbar  baz \t qux\r\nend  ",
+    "café naïve 中文字 über_all __x Ωmega ДОМ дом 東京 ١٢٣ x² a\u00a0b  \n  end 3.14159 the lazy dog.",
+]
+
+
+def tokenizer_check(use_transformers, w):
+    d = os.path.join(w, "tok")
+    Q.tokdir(argparse.Namespace(dir=d, merges=300))
+    docs = [f"Doc {i}: {t}" for i, t in enumerate(TOK_TEXTS * 4)]
+    with open(os.path.join(w, "docs.txt"), "w", encoding="utf-8", newline="") as f:
+        f.write("".join(doc + "\n%\n" for doc in docs))
+    if use_transformers:
+        import transformers
+        try:
+            tk = transformers.Qwen2Tokenizer(vocab_file=os.path.join(d, "vocab.json"), merges_file=os.path.join(d, "merges.txt"))
+        except Exception as e:
+            return report("tokenizer: transformers.Qwen2Tokenizer from vocab.json + merges.txt", False, f"{type(e).__name__}: {e}")
+        refs = [tk.encode(doc + "\n", add_special_tokens=False) for doc in docs]
+    else:
+        rx, ranks, tok_id = Q.load_tok(d)
+        refs = [[i for p in rx.findall(doc + "\n") for i in Q.bpe_encode(p.encode(), ranks, tok_id)] for doc in docs[:4] if doc.isascii()]
+        docs = [doc for doc in docs[:4] if doc.isascii()]
+    out = os.path.join(w, "tok_shards")
+    ok, _ = run(["bin/runtime", "--prepare", "--tokenizer", d, "--doc-sep", "%", "--val-fraction", "0.3", "--out", out,
+                 os.path.join(w, "docs.txt")], "tokenizer: runtime --prepare")
+    if not ok:
+        return
+    with open(os.path.join(d, "tokenizer_config.json")) as f:
+        eot = int(next(k for k, v in json.load(f)["added_tokens_decoder"].items() if v["content"] == "<|endoftext|>"))
+    got = []
+    for fn in sorted(os.listdir(out)):
+        if fn.endswith(".bin"):
+            t = Q.read_shard(os.path.join(out, fn)).tolist()
+            starts = [i for i, x in enumerate(t) if x == eot]
+            got += [t[a + 1:b] for a, b in zip(starts, starts[1:] + [len(t)])]
+    want = sorted(refs)
+    if not use_transformers:
+        got = [g for g in got if g in want]  # only the ASCII documents have a reference without transformers
+    got = sorted(got)
+    bad = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), None)
+    report(f"tokenizer: {len(got)} documents encode as {'transformers Qwen2Tokenizer' if use_transformers else 'qwen2_hf.py'}",
+           len(got) == len(want) and bad is None,
+           "" if bad is None else f"first difference:\n    got  {got[bad]}\n    want {want[bad]}")
+
+
 def main():
     ap = argparse.ArgumentParser(description="Qwen2 import/export against transformers")
     ap.add_argument("--cpu-only", action="store_true", help="no GPU runs, no NVRTC")
@@ -239,6 +287,8 @@ def main():
         for name, over, dtype in CASES:
             if not only or name in only:
                 run_case(hf, name, over, dtype, w, shard, tokens, a.cpu_only, parscale)
+        if not only or "tokenizer" in only:
+            tokenizer_check(not a.without_transformers, w)
     finally:
         if not a.keep:
             shutil.rmtree(w, ignore_errors=True)
