@@ -5,7 +5,7 @@
 //   bin/test_attention_gen             # all tests, then the benchmark table
 //   bin/test_attention_gen --no-bench  # tests only
 //   bin/test_attention_gen --small     # small tests only (what the CPU emulator runs; implies --no-bench)
-//   bin/test_attention_gen --only pre  # only the tests whose name contains "pre" (implies --no-bench)
+//   bin/test_attention_gen --only pre,mla  # only tests whose name contains "pre" or "mla" (implies --no-bench)
 //   bin/test_attention_gen --bench-prefix  # no tests: the prefix cost at the Qwen2-0.5B shape
 //
 // Every variant axis runs on random inputs against a double-precision CPU reference written here
@@ -131,9 +131,15 @@ k_old_dq(const bf16* qkv, const bf16* dout, const float* lse, const float* delta
 #define LAUNCH_CHECK() CK(cudaGetLastError()); CK(cudaDeviceSynchronize())
 
 static int g_pass = 0, g_fail = 0;
-static const char* g_only = nullptr;   // --only SUBSTR: run the tests whose name contains SUBSTR
-static bool g_no_tests = false;        // --bench-prefix: no tests at all
-static bool skip(const char* name) { return g_no_tests || (g_only && !strstr(name, g_only)); }
+static std::vector<std::string> g_only;   // --only A,B,…: run the tests whose name contains A or B or …
+static bool g_no_tests = false;           // --bench-prefix: no tests at all
+static bool skip(const char* name) {
+  if (g_no_tests) return true;
+  if (g_only.empty()) return false;
+  for (const std::string& o : g_only)
+    if (strstr(name, o.c_str())) return false;
+  return true;
+}
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static double urand() {   // uniform in (0, 1), xorshift64*
   g_rng ^= g_rng >> 12; g_rng ^= g_rng << 25; g_rng ^= g_rng >> 27;
@@ -747,10 +753,18 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--no-bench")) bench = false;
     else if (!strcmp(argv[i], "--small")) small = true, bench = false;
-    else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i], bench = false;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+      bench = false;
+      std::string list = argv[++i];
+      for (size_t a = 0, b; a <= list.size(); a = b + 1) {
+        b = list.find(',', a);
+        if (b == std::string::npos) b = list.size();
+        if (b > a) g_only.push_back(list.substr(a, b - a));
+      }
+    }
     else if (!strcmp(argv[i], "--bench-prefix")) bench_pre = true, g_no_tests = true, bench = false;
     else {
-      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --only SUBSTR, --bench-prefix)\n", argv[i]);
+      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --only A,B,..., --bench-prefix)\n", argv[i]);
       return 2;
     }
   }

@@ -156,7 +156,6 @@ static std::string shp(const char* fmt, ...) {
   va_end(ap);
   return b;
 }
-static std::vector<double> dbl(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
 static unsigned blocks(long long threads, int per) { return (unsigned)((threads + per - 1) / per); }
 
 // ---- replication and interleaving --------------------------------------------------------------

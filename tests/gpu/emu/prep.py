@@ -18,6 +18,11 @@ if len(sys.argv) != 2:
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 def rd(p): return open(p).read()
+def wr(p, text):   # only when the text changed (keeps make's timestamps), atomically (make -j)
+    if os.path.exists(p) and rd(p) == text: return
+    tmp = '%s.%d.tmp' % (p, os.getpid())
+    open(tmp, 'w').write(text)
+    os.replace(tmp, p)
 # templates
 for f in os.listdir(src + '/templates'):
     if not f.endswith('.cuh'): continue
@@ -40,7 +45,7 @@ for f in os.listdir(src + '/templates'):
         s2 = s.replace('extern __shared__ __align__(16) unsigned char ps_smem[];', 'unsigned char* ps_smem = emu::smem.data();')
         assert s2.count('emu::smem.data()') == 2; s = s2
     assert 'asm' not in re.sub(r'//.*', '', s), f
-    open(out + '/' + f, 'w').write(s)
+    wr(out + '/' + f, s)
 # test programs
 def prep_test(name):
   s = rd(src + '/tests/gpu/' + name + '.cu')
@@ -64,6 +69,6 @@ def prep_test(name):
   s, n = re.subn(r'(\w+(?:<[^;<>]*>)?)<<<(.*?)>>>\((.*?)\);', launch, s, flags=re.S)
   print(name + ': launches rewritten:', n, file=sys.stderr)
   assert '<<<' not in s
-  open(out + '/' + name + '_emu.cpp', 'w').write(s)
+  wr(out + '/' + name + '_emu.cpp', s)
 for t in ('test_kernels', 'test_attention_gen', 'test_parscale'):
   prep_test(t)
