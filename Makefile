@@ -38,6 +38,12 @@ bin/test_%: tests/unit/test_%.c $(RUNTIME_SRC) $(RUNTIME_HDR)
 bin/test_kernels: tests/gpu/test_kernels.cu $(wildcard templates/*.cuh)
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
+bin/test_attention_gen: tests/gpu/test_attention_gen.cu templates/common.cuh templates/attention.cuh templates/attention_gen.cuh
+	@mkdir -p bin
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
+bin/test_parscale: tests/gpu/test_parscale.cu templates/common.cuh templates/parscale.cuh
+	@mkdir -p bin
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
 
 # The GPU kernel tests built for the CPU emulator (tests/gpu/emu: no GPU needed; tests/t_gpu_emu.sh
 # runs their fast variants under `make test`). prep.py rewrites bin/emu/ (only files whose text changed).
