@@ -38,11 +38,24 @@ bin/test_%: tests/unit/test_%.c $(RUNTIME_SRC) $(RUNTIME_HDR)
 bin/test_kernels: tests/gpu/test_kernels.cu $(wildcard templates/*.cuh)
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
-
-# The generalized attention kernels' tests and benchmark (bench/bench.sh runs it with --bench-only).
-bin/test_attention_gen: tests/gpu/test_attention_gen.cu $(wildcard templates/*.cuh)
+# the generalized attention kernels' tests and benchmark (bench/bench.sh runs it with --bench-only)
+bin/test_attention_gen: tests/gpu/test_attention_gen.cu templates/common.cuh templates/attention.cuh templates/attention_gen.cuh
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
+bin/test_parscale: tests/gpu/test_parscale.cu templates/common.cuh templates/parscale.cuh
+	@mkdir -p bin
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
+
+# The GPU kernel tests built for the CPU emulator (tests/gpu/emu: no GPU needed; tests/t_gpu_emu.sh
+# runs their fast variants under `make test`). prep.py rewrites bin/emu/ (only files whose text changed).
+EMU_CORE := templates/common.cuh $(wildcard tests/gpu/emu/*.h) tests/gpu/emu/prep.py
+bin/test_attention_gen_emu: templates/attention.cuh templates/attention_gen.cuh
+bin/test_parscale_emu: templates/parscale.cuh
+bin/test_kernels_emu: $(wildcard templates/*.cuh)
+bin/test_%_emu: tests/gpu/test_%.cu $(EMU_CORE)
+	@mkdir -p bin/emu
+	python3 tests/gpu/emu/prep.py bin/emu
+	g++ -std=c++17 -O1 -w -I$(CUDA_HOME)/include -Itests/gpu/emu -Ibin/emu bin/emu/test_$*_emu.cpp -o $@
 
 # The decode attention kernel (templates/decode.cuh) against the CPU op it must equal
 # (runtime/cpu_ops.c, linked in): on the GPU, and in the CPU emulator (tests/gpu/emu; make test runs it).

@@ -78,7 +78,7 @@ RULES.matmul = function(st, op)
     g:op("matmul", "bwd", op.name .. ".dw", { { "a", dc }, { "b", a }, { "c", db, out = true } },
       { M = at.N, N = at.K, K = at.M, ta = 1, tb = 0, beta = acc, epi = 0 })
   end
-  if bias then
+  if bias and st.needs[bias] then -- a frozen bias gets no gradient op
     local dbias = grad_target(st, bias)
     g:op("bias_grad", "bwd", op.name .. ".db", { { "dout", dc }, { "db", dbias, out = true } }, { N = at.M, C = at.N })
   end
@@ -91,9 +91,12 @@ RULES.layernorm = function(st, op)
   if not dout then return end
   local at = op.attrs
   -- parameters first: this reads dout before anything can accumulate into a shared gradient
-  st.g:op("layernorm_bwd_params", "bwd", op.name .. ".dparams", {
-    { "dout", dout }, { "x", x }, { "mean", mean }, { "rstd", rstd },
-    { "dw", (grad_target(st, w)), out = true }, { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[w] or st.needs[b] then -- frozen (weight and bias together): no gradient op
+    assert(st.needs[w] and st.needs[b], "layernorm: weight and bias must be frozen together")
+    st.g:op("layernorm_bwd_params", "bwd", op.name .. ".dparams", {
+      { "dout", dout }, { "x", x }, { "mean", mean }, { "rstd", rstd },
+      { "dw", (grad_target(st, w)), out = true }, { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  end
   if st.needs[x] then
     local dx, acc = grad_target(st, x)
     st.g:op("layernorm_bwd", "bwd", op.name .. ".dx", {
@@ -150,8 +153,10 @@ RULES.embed = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
   if not dout then return end
   local at = op.attrs
-  st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
-    { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = at.N, D = at.D })
+  if st.needs[IR.ref(op, "wte")] then
+    st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
+      { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = at.N, D = at.D })
+  end
   if st.needs[IR.ref(op, "wpe")] then -- a frozen (sinusoidal) table has no gradient
     st.g:op("embed_bwd_pos", "bwd", op.name .. ".dwpe", { { "dout", dout },
       { "dwpe", (grad_target(st, IR.ref(op, "wpe"))), out = true } }, { N = at.N, T = at.T, D = at.D })
@@ -160,7 +165,7 @@ end
 
 RULES.embed_tok = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
-  if not dout then return end
+  if not dout or not st.needs[IR.ref(op, "wte")] then return end -- a frozen table has no gradient
   st.g:op("embed_bwd_tok", "bwd", op.name .. ".dwte", { { "tokens", IR.ref(op, "tokens") }, { "tokidx", "tokidx" },
     { "dout", dout }, { "dwte", (grad_target(st, IR.ref(op, "wte"))), out = true } }, { N = op.attrs.N, D = op.attrs.D })
 end
@@ -170,8 +175,10 @@ RULES.rmsnorm = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
   if not dout then return end
   local at = op.attrs
-  st.g:op("rmsnorm_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "rstd", rstd },
-    { "dw", (grad_target(st, w)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[w] then -- a frozen weight has no gradient op
+    st.g:op("rmsnorm_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "rstd", rstd },
+      { "dw", (grad_target(st, w)), out = true } }, { N = at.N, C = at.C })
+  end
   if st.needs[x] then
     local dx, acc = grad_target(st, x)
     st.g:op("rmsnorm_bwd", "bwd", op.name .. ".dx", { { "dout", dout }, { "x", x }, { "w", w }, { "rstd", rstd },
@@ -184,9 +191,12 @@ RULES.dyt = function(st, op)
   local dout = grad_of(st, IR.ref(op, "out"))
   if not dout then return end
   local at = op.attrs
-  st.g:op("dyt_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
-    { "dalpha", (grad_target(st, alpha)), out = true }, { "dw", (grad_target(st, w)), out = true },
-    { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  if st.needs[w] or st.needs[b] or st.needs[alpha] then -- frozen (all three together): no gradient op
+    assert(st.needs[w] and st.needs[b] and st.needs[alpha], "dyt: alpha, weight and bias must be frozen together")
+    st.g:op("dyt_bwd_params", "bwd", op.name .. ".dparams", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
+      { "dalpha", (grad_target(st, alpha)), out = true }, { "dw", (grad_target(st, w)), out = true },
+      { "db", (grad_target(st, b)), out = true } }, { N = at.N, C = at.C })
+  end
   if st.needs[x] then
     local dx, acc = grad_target(st, x)
     st.g:op("dyt_bwd", "bwd", op.name .. ".dx", { { "dout", dout }, { "x", x }, { "alpha", alpha }, { "w", w },
@@ -258,15 +268,95 @@ RULES.attn = function(st, op)
     dv, a3 = grad_target(st, v)
     assert(a1 + a2 + a3 == 0, "attn: q, k, v gradients must be their only contributions")
   end
-  local refs = { { "q", q }, { "k", k }, { "v", v }, { "dout", dout }, { "lse", lse }, { "delta", delta } }
+  -- ParScale prefixes (docs/ir_parscale.md): pk, pv come right after v; dkdv also writes per-row f32
+  -- partials of their gradients, which prefix_grad_reduce sums over each replica's rows into the params
+  local pk, pv = IR.ref(op, "pk"), IR.ref(op, "pv")
+  local refs = { { "q", q }, { "k", k }, { "v", v } }
+  if pk then
+    refs[#refs + 1] = { "pk", pk }
+    refs[#refs + 1] = { "pv", pv }
+  end
+  for _, r in ipairs { { "dout", dout }, { "lse", lse }, { "delta", delta } } do refs[#refs + 1] = r end
   if ctr then refs[#refs + 1] = { "dropctr", ctr } end
   local r1 = { table.unpack(refs) }
   r1[#r1 + 1] = { "dk", dk, out = true }
   r1[#r1 + 1] = { "dv", dv, out = true }
+  local dpk, dpv
+  if pk then
+    dpk = g:tensor(op.name .. ".dpk", { at.B, at.HKV, at.NPRE, at.DQK }, "f32")
+    dpv = g:tensor(op.name .. ".dpv", { at.B, at.HKV, at.NPRE, at.DV }, "f32")
+    r1[#r1 + 1] = { "dpk", dpk, out = true }
+    r1[#r1 + 1] = { "dpv", dpv, out = true }
+  end
   g:op("attn_bwd_dkdv", "bwd", op.name .. ".dkdv", r1, at)
   local r2 = { table.unpack(refs) }
   r2[#r2 + 1] = { "dq", dq, out = true }
   g:op("attn_bwd_dq", "bwd", op.name .. ".dq", r2, at)
+  if pk then
+    local Bm = at.B // at.NREP
+    for _, x in ipairs { { pk, dpk, at.DQK, ".dpk" }, { pv, dpv, at.DV, ".dpv" } } do
+      if st.needs[x[1]] then
+        g:op("prefix_grad_reduce", "bwd", op.name .. x[4], { { "partial", x[2] },
+          { "grad", (grad_target(st, x[1])), out = true } }, { NREP = at.NREP, Bm = Bm, ROW = at.HKV * at.NPRE * x[3] })
+      end
+    end
+  end
+end
+
+-- ParScale (docs/ir_parscale.md). Replication: the embedding gradient sums the P replicas.
+RULES.ps_replicate = function(st, op)
+  local x = IR.ref(op, "x")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout or not st.needs[x] then return end
+  local dx, acc = grad_target(st, x)
+  local a = op.attrs
+  st.g:op("ps_replicate_bwd", "bwd", op.name, { { "dout", dout }, { "dx", dx, out = true } },
+    { N = a.N, C = a.C, P = a.P, acc = acc })
+end
+
+RULES.interleave = function(st, op)
+  local x = IR.ref(op, "x")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout or not st.needs[x] then return end
+  local dx, acc = grad_target(st, x)
+  local a = op.attrs
+  st.g:op("interleave_bwd", "bwd", op.name, { { "dout", dout }, { "dx", dx, out = true } },
+    { N = a.N, D = a.D, P = a.P, acc = acc })
+end
+
+-- Cross-replica attention: one op recomputes the P×P softmax per (position, head) and writes all of dqkv.
+RULES.cra = function(st, op)
+  local qkv = IR.ref(op, "qkv")
+  local dout = grad_of(st, IR.ref(op, "out"))
+  if not dout or not st.needs[qkv] then return end
+  local dqkv, acc = grad_target(st, qkv)
+  assert(acc == 0, "cra: the qkv gradient must be its only contribution")
+  st.g:op("cra_bwd", "bwd", op.name, { { "qkv", qkv }, { "dout", dout }, { "lse", IR.ref(op, "lse") },
+    { "dqkv", dqkv, out = true } }, op.attrs)
+end
+
+-- Aggregation: dh (accumulating if interleave's gradient came first), da (written) and the gradient of
+-- fc2's bias b2 (a parameter: accumulated).
+RULES.ps_aggregate = function(st, op)
+  local h, a = IR.ref(op, "h"), IR.ref(op, "a")
+  local dy = grad_of(st, IR.ref(op, "y"))
+  if not dy then return end
+  local g = st.g
+  local dh, acch, da, acca
+  if st.needs[h] then dh, acch = grad_target(st, h) end
+  if st.needs[a] then da, acca = grad_target(st, a) end
+  if not dh and not da then return end
+  -- the kernel writes both: a gradient nobody needs goes to a scratch buffer
+  if not dh then dh, acch = g:tensor(op.name .. ".dh_unused", g.tensors[h].shape, "bf16"), 0 end
+  if not da then da, acca = g:tensor(op.name .. ".da_unused", g.tensors[a].shape, "bf16"), 0 end
+  assert(acca == 0, "ps_aggregate: the gradient of a must be its only contribution")
+  local b2 = IR.ref(op, "b2")
+  assert(st.needs[b2], "ps_aggregate: b2 is a ParScale parameter, never frozen")
+  local db2 = grad_target(st, b2)
+  local at = op.attrs
+  g:op("ps_aggregate_bwd", "bwd", op.name, { { "dy", dy }, { "h", h }, { "w", IR.ref(op, "w") },
+    { "dh", dh, out = true }, { "da", da, out = true }, { "db2", db2, out = true } },
+    { N = at.N, D = at.D, P = at.P, eps = at.eps, acc = acch })
 end
 
 -- Optimizer: global gradient norm (partial sums, finished inside adamw) and the AdamW update.

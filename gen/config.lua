@@ -11,7 +11,7 @@ local M = {}
 -- what differs from the defaults of its family.
 local SCHEMA = {
   name = { type = "string" },
-  family = { type = "string", enum = { "gpt2", "swamla", "llama" }, default = "gpt2" },
+  family = { type = "string", enum = { "gpt2", "swamla", "llama", "qwen2" }, default = "gpt2" },
   model = {
     n_layer = { type = "int", min = 1, default = 12 },
     d_model = { type = "int", min = 8, default = 768 },
@@ -58,6 +58,16 @@ local SCHEMA = {
       latent_eps = { type = "number", gt = 0, default = 1e-6 },
       rope_layout = { type = "string", enum = { "half", "adjacent" }, default = "adjacent" },
     },
+  },
+  -- ParScale (models.md §4, docs/ir_parscale.md): P replicas with learned prefixes, an aggregation
+  -- head, optional cross-replica attention. n = 1 is the plain model.
+  parscale = {
+    n = { type = "int", default = 1 },
+    n_tokens = { type = "int", default = 48 },
+    attn_smooth = { type = "number", default = 0.01 },
+    cross_attn = { type = "bool", default = false },
+    cross_attn_layers = { type = "list", of = { type = "int" }, default = {} }, -- empty: every layer
+    freeze_backbone = { type = "bool", default = false },
   },
   train = {
     batch_size = { type = "int", min = 1, default = 16 },
@@ -291,6 +301,10 @@ local FAMILY = {
   -- Llama/Qwen2-style blocks: RMSNorm, SwiGLU, RoPE (half-split), no biases, untied head
   llama = { model = { norm = "rmsnorm", mlp = "swiglu", position = "rope", attn_bias = false, proj_bias = false,
     mlp_bias = false, tie_embeddings = false, ln_eps = 1e-6 } },
+  -- Qwen2 (ParScale's backbone): llama with q/k/v bias (o without), RoPE base 1e6, GQA; tied head as in
+  -- Qwen2-0.5B/1.5B (a spec sets tie_embeddings = false for the larger ones)
+  qwen2 = { model = { norm = "rmsnorm", mlp = "swiglu", position = "rope", rope_layout = "half", rope_base = 1e6,
+    attn_bias = true, proj_bias = false, mlp_bias = false, tie_embeddings = true, ln_eps = 1e-6 } },
 }
 
 local function fill_defaults(schema, out, fam)
@@ -348,6 +362,61 @@ local function layer_plan(spec, m)
   return layers
 end
 
+-- ParScale's fields (docs/ir_parscale.md "Spec fields"): ranges, which families and layer kinds can
+-- carry prefixes, and the set of cross-attention layers. Returns derived.parscale:
+-- { n, n_tokens, eps, cra_layers = {sorted 0-based layer indices}, freeze }.
+local function parscale_rules(spec, cfg, layers)
+  local ps, m = cfg.parscale, cfg.model
+  local P = ps.n
+  if P < 1 then bad(spec, "parscale.n", "the number of replicas must be at least 1, got %d", P) end
+  if P > 32 then bad(spec, "parscale.n", "at most 32 replicas are supported, got %d", P) end
+  if ps.n_tokens <= 0 then bad(spec, "parscale.n_tokens", "the prefix length must be at least 1, got %d", ps.n_tokens) end
+  if not (ps.attn_smooth >= 0 and ps.attn_smooth < 1) then
+    bad(spec, "parscale.attn_smooth", "must lie in [0, 1), got %s", tostring(ps.attn_smooth))
+  end
+  local cra, list = {}, {}
+  for i, l in ipairs(ps.cross_attn_layers) do
+    if l < 0 or l >= m.n_layer then
+      bad(spec, "parscale.cross_attn_layers", "layer index %d (entry %d) outside 0..%d (model.n_layer = %d)",
+        l, i, m.n_layer - 1, m.n_layer)
+    end
+    if cra[l] then bad(spec, "parscale.cross_attn_layers", "layer %d listed twice", l) end
+    cra[l] = true
+  end
+  if #ps.cross_attn_layers > 0 and not ps.cross_attn then
+    bad(spec, "parscale.cross_attn_layers", "set, but parscale.cross_attn is false (set parscale.cross_attn = true)")
+  end
+  if P == 1 then
+    -- the plain model. cross_attn is ignored (one replica has nobody to attend to, and a P = 1, 2, 4, 8
+    -- sweep with cross_attn on needs its P = 1 baseline to be plain Qwen2); a frozen backbone would
+    -- leave nothing to train
+    if ps.freeze_backbone then
+      bad(spec, "parscale.freeze_backbone", "with parscale.n = 1 there are no ParScale parameters: nothing would train")
+    end
+    return { n = 1, n_tokens = 0, eps = 0, cra_layers = setmetatable({}, util.array_mt), freeze = false }
+  end
+  if cfg.family ~= "qwen2" and cfg.family ~= "llama" then
+    bad(spec, "parscale.n", "ParScale (n = %d > 1) is built on family qwen2 or llama, not %s", P, cfg.family)
+  end
+  for l, L in ipairs(layers) do
+    if L.attention == "mla" then
+      bad(spec, "parscale.n", "layer %d is MLA: ParScale prefixes need full or sliding-window attention", l - 1)
+    end
+  end
+  if m.position == "learned" or m.position == "sinusoidal" then
+    bad(spec, "parscale.n", "ParScale needs position rope, alibi or none (got %s)", m.position)
+  end
+  for _, k in ipairs { "attn", "resid", "mlp" } do
+    if m.dropout[k] > 0 then bad(spec, "model.dropout." .. k, "dropout is not supported with parscale.n > 1 (got %g)", m.dropout[k]) end
+  end
+  if ps.cross_attn and #ps.cross_attn_layers == 0 then
+    for l = 0, m.n_layer - 1 do cra[l] = true end
+  end
+  for l = 0, m.n_layer - 1 do if cra[l] then list[#list + 1] = l end end
+  return { n = P, n_tokens = ps.n_tokens, eps = ps.attn_smooth,
+    cra_layers = setmetatable(list, util.array_mt), freeze = ps.freeze_backbone }
+end
+
 -- Pass `config`.
 function M.resolve(spec, sets)
   spec.origin = {}
@@ -366,6 +435,11 @@ function M.resolve(spec, sets)
       if i < #parts then
         t[p] = t[p] or {}
         t = t[p]
+      elseif sch.type == "list" then
+        -- a list from the command line: comma-separated values (e.g. parscale.cross_attn_layers=0,2)
+        local list = {}
+        for item in val:gmatch("[^,]+") do list[#list + 1] = parse_value(item) end
+        t[p] = list
       else
         t[p] = parse_value(val)
       end
@@ -422,6 +496,7 @@ function M.resolve(spec, sets)
     end
     if not ok_dv[dv] then bad(spec, "model.mla.v_head_dim", "must be 16, 32, 64 or 128, got %d", dv) end
   end
+  local ps = parscale_rules(spec, cfg, layers)
   if t.min_lr > t.lr then bad(spec, "train.min_lr", "must not exceed train.lr (%g), got %g", t.lr, t.min_lr) end
   if m.vocab_size > 2 ^ 31 - 1 then bad(spec, "model.vocab_size", "too large") end
 
@@ -434,6 +509,7 @@ function M.resolve(spec, sets)
     n_kv_head = hkv,
     mlp_hidden = m.mlp_hidden > 0 and m.mlp_hidden or 4 * m.d_model,
     layers = layers,
+    parscale = ps,
     tokens_per_micro = t.batch_size * m.seq_len,
     tokens_per_step = t.batch_size * m.seq_len * t.grad_accum,
   }

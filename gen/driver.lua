@@ -13,10 +13,12 @@ local memplan = require "memplan"
 local emit = require "emit"
 local compile = require "compile"
 local sweep = require "sweep"
+local import_hf = require "import_hf"
 
 local USAGE = [[
 usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90] [--dump STAGE] [--no-fuse] [-v]
        gen --sweep SWEEP.lua [-o DIR] [--set key=value]... [--no-compile] [-v]
+       gen --import-hf HF_DIR --write-spec SPEC.lua [--set key=value]... [-o DIR ...]
 
   SPEC            a model spec (Lua), e.g. specs/gpt2_124m.lua
   -o DIR          output directory (default out/); replaced atomically
@@ -29,6 +31,9 @@ usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90] [--dump STAGE] [--n
                   the cache is $MOONFORGE_CACHE (default ~/.cache/moonforge/nvrtc; "off" disables)
   --sweep FILE    one program per point of a sweep (specs/sweeps/*.lua) into DIR/<sweep>/<point>/,
                   plus DIR/<sweep>/sweep.json; --set applies to every point (see README "Sweeps")
+  --import-hf D   write a spec (--write-spec FILE) for the Qwen2 checkpoint in D (config.json); --set
+                  values go into it; with -o also generate it. Load the weights with
+                  `runtime DIR/model.ptx --init-from D` (README "Importing Qwen2")
   -v              print the time of each stage and whether NVRTC's output came from the cache]]
 
 local PASSES = {
@@ -53,7 +58,7 @@ local function parse_args(argv)
   while argv[i] do
     local a = argv[i]
     if a == "-h" or a == "--help" then print(USAGE); os.exit(0)
-    elseif a == "-o" then o.out = value(a)
+    elseif a == "-o" then o.out = value(a); o.out_given = true
     elseif a == "--set" then o.sets[#o.sets + 1] = value(a)
     elseif a:match("^%-%-set=") then o.sets[#o.sets + 1] = a:sub(7)
     elseif a == "--arch" then o.arch = value(a)
@@ -62,15 +67,21 @@ local function parse_args(argv)
     elseif a == "--no-compile" then o.nocompile = true
     elseif a == "--no-cache" then o.nocache = true
     elseif a == "--sweep" then o.sweep = value(a)
+    elseif a == "--import-hf" then o.import_hf = value(a)
+    elseif a == "--write-spec" then o.write_spec = value(a)
     elseif a == "-v" then o.verbose = true
     elseif a:sub(1, 1) == "-" then util.fail(2, "gen: unknown option %s\n%s", a, USAGE)
     elseif o.spec then util.fail(2, "gen: more than one spec given (%s and %s)", o.spec, a)
     else o.spec = a end
     i = i + 1
   end
+  if o.write_spec and not o.import_hf then util.fail(2, "gen: --write-spec goes with --import-hf HF_DIR") end
+  if o.import_hf and (o.spec or o.sweep) then
+    util.fail(2, "gen: --import-hf writes a spec; give no spec (%s) or --sweep with it", o.spec or o.sweep)
+  end
   if o.sweep and o.spec then util.fail(2, "gen: give either a spec (%s) or --sweep %s, not both", o.spec, o.sweep) end
   if o.sweep and o.dump then util.fail(2, "gen: --dump works on one spec, not with --sweep") end
-  if not o.spec and not o.sweep then util.fail(2, "%s", USAGE) end
+  if not o.spec and not o.sweep and not o.import_hf then util.fail(2, "%s", USAGE) end
   if not o.arch:match("^sm_%d+a?$") then util.fail(2, "gen: --arch %s: expected sm_NN (e.g. sm_90)", o.arch) end
   if o.dump then
     local known = false
@@ -99,7 +110,12 @@ local function pipeline(o, last)
 end
 
 local o = parse_args(arg)
-if o.sweep then
+if o.import_hf then
+  -- the --set values are now part of the spec: generating it applies them once, from the file
+  o.spec = import_hf.run(o)
+  o.sets = {}
+  if o.out_given or o.dump then pipeline(o, "compile") end
+elseif o.sweep then
   sweep.run(o, pipeline)
 else
   pipeline(o, "compile")

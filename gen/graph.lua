@@ -103,15 +103,28 @@ local function attn_decode_op(g, cfg, name, q, k, v, lay, B, T)
 end
 
 -- The generalised attention op over q, k, v given with their layouts (docs/ir.md, `attn`).
-local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T)
-  if ph == "dec" then return attn_decode_op(g, cfg, name, q, k, v, lay, B, T) end
+-- pre: nil, or ParScale's prefixes { pk = param, pv = param, n = NPRE, rep = NREP } (docs/ir_parscale.md):
+-- extra keys/values of each replica that every query of that replica sees.
+local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T, pre)
+  if ph == "dec" then
+    assert(not pre, "the decode program has no ParScale prefixes (decodable() refuses P > 1)")
+    return attn_decode_op(g, cfg, name, q, k, v, lay, B, T)
+  end
   local m = cfg.model
   local out = g:tensor(name .. ".out", { n, lay.H * lay.DV }, "bf16")
   local lse = g:tensor(name .. ".lse", { B, lay.H, T }, "f32")
-  local refs = { { "q", q }, { "k", k }, { "v", v }, { "out", out, out = true }, { "lse", lse, out = true } }
-  local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = m.rope_base, dropout = 0, stream = 0 }
+  local refs = { { "q", q }, { "k", k }, { "v", v } }
+  if pre then
+    refs[#refs + 1] = { "pk", pre.pk }
+    refs[#refs + 1] = { "pv", pre.pv }
+  end
+  refs[#refs + 1] = { "out", out, out = true }
+  refs[#refs + 1] = { "lse", lse, out = true }
+  local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = m.rope_base, dropout = 0, stream = 0,
+    NPRE = pre and pre.n or 0, NREP = pre and pre.rep or 1 }
   for key, val in pairs(lay) do a[key] = val end
   if m.dropout.attn > 0 and ph == "fwd" then
+    assert(not pre, "attention dropout with ParScale prefixes (config.lua rejects it)")
     g.streams = (g.streams or 0) + 1
     a.dropout, a.stream = m.dropout.attn, g.streams
     refs[#refs + 1] = { "dropctr", "dropctr" }
@@ -151,7 +164,14 @@ local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
   end
   local width = (H + 2 * Hkv) * d
   local qkv = linear(g, ph, pfx, p .. ".attn.c_attn", x, n, D, width, m.attn_bias, 0.02)
-  local plain = L.attention == "full" and Hkv == H and (m.position == "learned" or m.position == "sinusoidal"
+  local ps, pre = dv.parscale, nil
+  if ps.n > 1 then
+    -- ParScale: per-replica prefix keys and values [P, Hkv, NPRE, d], never rotated
+    local shape = { ps.n, Hkv, ps.n_tokens, d }
+    pre = { pk = g:param(p .. ".attn.prefix_k", shape, "normal", 0.02, false),
+      pv = g:param(p .. ".attn.prefix_v", shape, "normal", 0.02, false), n = ps.n_tokens, rep = ps.n }
+  end
+  local plain = not pre and L.attention == "full" and Hkv == H and (m.position == "learned" or m.position == "sinusoidal"
     or m.position == "none") and (m.dropout.attn == 0 or ph ~= "fwd") and (d == 16 or d == 32 or d == 64 or d == 128)
   if plain and ph == "fwd" then
     -- the GPT-2 case keeps its dedicated kernels (docs/ir.md `attention`)
@@ -166,16 +186,57 @@ local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
     QOFF = 0, KOFF = H * d, VOFF = (H + Hkv) * d, QHS = d, KHS = d, VHS = d,
     WINDOW = swa and L.window or 0, SINK = swa and L.sink or 0, ALIBI = m.position == "alibi" and 1 or 0,
     ROPE = m.position == "rope" and ROPE[m.rope_layout] or 0, ROPE_DIM = d }
-  return attn_op(g, cfg, ph, pfx .. p .. ".attn", qkv, qkv, qkv, lay, n, B, T), d
+  return attn_op(g, cfg, ph, pfx .. p .. ".attn", qkv, qkv, qkv, lay, n, B, T, pre), d
 end
 
--- The trunk: L blocks, the final norm, the head. Returns the logits [n, Vp].
+-- Cross-replica attention before layer l (models.md §4): x + c_proj(CRA(c_attn(RMSNorm(x)))), softmax over
+-- the P replicas at the same (sequence, position, head); rows replica-major (docs/ir_parscale.md `cra`).
+local function cross_replica(g, cfg, ph, pfx, p, x, n)
+  local m, dv = cfg.model, cfg.derived
+  local P, D, H, d = dv.parscale.n, m.d_model, m.n_head, dv.head_dim
+  local W = H * d
+  local hn = norm(g, ph, pfx, p .. ".cra.ln", "rmsnorm", x, n, D, m.ln_eps)
+  local qkv = linear(g, ph, pfx, p .. ".cra.c_attn", hn, n, D, 3 * W, true, 0.02)
+  local out = g:tensor(pfx .. p .. ".cra.out", { n, W }, "bf16")
+  local lse = g:tensor(pfx .. p .. ".cra.lse", { n, H }, "f32")
+  g:op("cra", ph, pfx .. p .. ".cra", { { "qkv", qkv }, { "out", out, out = true }, { "lse", lse, out = true } },
+    { N = n // P, P = P, H = H, d = d, scale = 1 / math.sqrt(d) })
+  local proj = linear(g, ph, pfx, p .. ".cra.c_proj", out, n, W, D, false, 0.02)
+  return add(g, ph, pfx, p .. ".cra.res", x, proj, n, D)
+end
+
+-- ParScale's aggregation (models.md §4) of the final-norm output h [P·N, D] into y [N, D]:
+-- z = interleave(h), a = fc2(SiLU(fc1(z))) [N, P] (+ b2), w = (1−ε)·softmax(a + b2) + ε/P, y = Σ_p w_p·h_p.
+local function aggregate(g, cfg, ph, pfx, h, N)
+  local m, ps = cfg.model, cfg.derived.parscale
+  local P, D = ps.n, m.d_model
+  local z = g:tensor(pfx .. "parscale.z", { N, P * D }, "bf16")
+  g:op("interleave", ph, pfx .. "parscale.interleave", { { "x", h }, { "out", z, out = true } }, { N = N, D = D, P = P })
+  local u = linear(g, ph, pfx, "parscale.agg.fc1", z, N, P * D, D, true, 0.02)
+  local su = g:tensor(pfx .. "parscale.agg.silu", { N, D }, "bf16")
+  g:op("silu", ph, pfx .. "parscale.agg.silu", { { "x", u }, { "out", su, out = true } }, { n = N * D })
+  -- fc2's bias b2 [P] is added inside ps_aggregate (and its gradient summed there): a P-column bias
+  -- gradient is too narrow for the column-reduction kernels
+  local a = linear(g, ph, pfx, "parscale.agg.fc2", su, N, D, P, false, 0.02)
+  local b2 = g:param("parscale.agg.fc2.bias", { P }, "zeros", 0, false)
+  local y = g:tensor(pfx .. "parscale.y", { N, D }, "bf16")
+  local w = g:tensor(pfx .. "parscale.w", { N, P }, "f32")
+  g:op("ps_aggregate", ph, pfx .. "parscale.aggregate", { { "h", h }, { "a", a }, { "b2", b2 }, { "y", y, out = true },
+    { "w", w, out = true } }, { N = N, D = D, P = P, eps = ps.eps })
+  return y
+end
+
+-- The trunk: L blocks, the final norm, the head. Returns the logits [n/P, Vp]. With ParScale the
+-- rows are the P replicas (n = P·N, B = P·Bm, replica-major) until the aggregation.
 local function trunk(g, cfg, ph, pfx, x, n, B, T)
-  local m = cfg.model
+  local m, ps = cfg.model, cfg.derived.parscale
   local D, L, Vp = m.d_model, m.n_layer, cfg.derived.vocab_padded
   local proj_std = 0.02 / math.sqrt(2 * L) -- GPT-2: residual projections scaled by 1/√(2L)
+  local cra = {}
+  for _, l in ipairs(ps.cra_layers) do cra[l] = true end
   for l = 0, L - 1 do
     local p = "h." .. l
+    if cra[l] then x = cross_replica(g, cfg, ph, pfx, p, x, n) end
     local h1 = norm(g, ph, pfx, p .. ".ln_1", m.norm, x, n, D, m.ln_eps, m.dyt_alpha)
     local att, dvh = attention(g, cfg, ph, pfx, l, p, h1, n, B, T)
     local proj = linear(g, ph, pfx, p .. ".attn.c_proj", att, n, m.n_head * dvh, D, m.proj_bias, proj_std)
@@ -187,6 +248,10 @@ local function trunk(g, cfg, ph, pfx, x, n, B, T)
     x = add(g, ph, pfx, p .. ".res_2", x, y, n, D)
   end
   local hf = norm(g, ph, pfx, "ln_f", m.norm, x, n, D, m.ln_eps, m.dyt_alpha)
+  if ps.n > 1 then
+    n = n // ps.n
+    hf = aggregate(g, cfg, ph, pfx, hf, n)
+  end
   local head = "param:wte.weight"
   if not m.tie_embeddings then head = g:param("lm_head.weight", { Vp, D }, "normal", 0.02, true) end
   local logits = g:tensor(pfx .. "lm_head.logits", { n, Vp }, "bf16")
@@ -215,9 +280,11 @@ local function embed(g, cfg, ph, pfx, tokens, n, pos)
 end
 
 -- Whether the one-token decode program can express this model: attn_decode takes every layout
--- and mask of attn (GQA/MQA, MLA, RoPE, ALiBi, window + sinks), so every model this builder makes.
-local function decodable(_)
-  return true
+-- and mask of attn (GQA/MQA, MLA, RoPE, ALiBi, window + sinks) — every model this builder makes
+-- except ParScale with P > 1: its P prefixed streams and the aggregation have no decode path yet
+-- (issue 5), so such plans carry no decode program and --generate says so.
+local function decodable(cfg)
+  return cfg.derived.parscale.n == 1
 end
 
 function M.decoder(cfg)
@@ -232,7 +299,24 @@ function M.decoder(cfg)
   g:input("tokidx", { 2 * N + 2 })
   if m.dropout.attn > 0 or m.dropout.resid > 0 or m.dropout.mlp > 0 then g:input("dropctr", { 2 }) end
   local x = embed(g, cfg, "fwd", "", tokens, N)
-  local logits = trunk(g, cfg, "fwd", "", x, N, B, T)
+  local P = dv.parscale.n
+  if P > 1 then
+    -- ParScale: P replicas of the embeddings, replica-major [P·N, D] (row p·N + i)
+    local xr = g:tensor("parscale.replicate", { P * N, D }, "bf16")
+    g:op("ps_replicate", "fwd", "parscale.replicate", { { "x", x }, { "out", xr, out = true } }, { N = N, C = D, P = P })
+    x = xr
+  end
+  local logits = trunk(g, cfg, "fwd", "", x, P * N, P * B, T)
+  if dv.parscale.freeze then
+    -- the backbone is frozen: only ParScale's own parameters (prefixes, cross-replica attention,
+    -- aggregation) train (docs/ir_parscale.md)
+    for _, prm in ipairs(g.params) do
+      if not (prm.name:match("^parscale%.") or prm.name:match("%.attn%.prefix_[kv]$") or prm.name:match("^h%.%d+%.cra%.")) then
+        prm.frozen, prm.decay = true, false
+        g.tensors["param:" .. prm.name].frozen = true
+      end
+    end
+  end
   local losses = g:tensor("loss.tokens", { N }, "f32")
   local scale = 1.0 / (N * tr.grad_accum) -- mean over every token of every micro-step
   g:op("xent", "fwd", "loss", { { "logits", logits }, { "targets", targets }, { "losses", losses, out = true } },
@@ -249,17 +333,28 @@ function M.decoder(cfg)
 
   -- FLOPs per token: 6 per trainable parameter (forward + backward matmuls) plus attention:
   -- 3 × 2·ctx·H·(DQK + DV) per layer, ctx the mean number of keys a query sees
-  local nparams = 0
-  for _, prm in ipairs(g.params) do if not prm.frozen then nparams = nparams + prm.numel end end
+  -- ParScale (P > 1): the block weights (and prefixes, cross-replica attention) act on P·N rows, the
+  -- aggregation and the head on N, so they count P times per token; every query also sees NPRE prefix keys.
+  -- Frozen parameters are left out, as a frozen sinusoidal table always was (a frozen backbone still costs
+  -- the activation gradients: this is the trainable-parameter count, not the executed FLOPs).
+  local nparams, flops = 0, 0
+  for _, prm in ipairs(g.params) do
+    if not prm.frozen then
+      nparams = nparams + prm.numel
+      local once = P == 1 or prm.name:match("^parscale%.") or prm.name == "wte.weight" or prm.name == "lm_head.weight"
+      flops = flops + 6 * prm.numel * (once and 1 or P)
+    end
+  end
   local attn = 0
   for _, Ly in ipairs(dv.layers) do
     local ctx = T / 2
     if Ly.attention == "swa" then ctx = math.min(T / 2, Ly.window + Ly.sink) end
+    if P > 1 then ctx = P * (ctx + dv.parscale.n_tokens) end
     local dqk, dvh = dv.head_dim, dv.head_dim
     if Ly.attention == "mla" then dqk, dvh = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim, m.mla.v_head_dim end
     attn = attn + 6 * ctx * m.n_head * (dqk + dvh)
   end
-  g.stats = { params = nparams, flops_per_token = math.floor(6 * nparams + attn + 0.5) }
+  g.stats = { params = nparams, flops_per_token = math.floor(flops + attn + 0.5) }
   return g
 end
 

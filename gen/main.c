@@ -212,6 +212,25 @@ static int l_read(lua_State *L) {
   return 1;
 }
 
+/* mf.write_atomic(path, content) -> true | nil, err — write PATH.tmp.<pid>, fsync, rename onto path
+ * (a spec written by `gen --import-hf`: a reader never sees half a file). */
+static int l_write_atomic(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  char tmp[PATH_MAX + 32];
+  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+  if (write_all(tmp, data, n) != 0 || rename(tmp, path) != 0) {
+    int e = errno;
+    unlink(tmp);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(e));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* mf.list(dir) -> sorted array of file names */
 static int cmpstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 static int l_list(lua_State *L) {
@@ -260,7 +279,7 @@ int main(int argc, char **argv) {
 
   static const luaL_Reg mf[] = {
     {"nvrtc", l_nvrtc}, {"nvrtc_version", l_nvrtc_version}, {"publish", l_publish},
-    {"read", l_read}, {"list", l_list}, {"clock", l_clock}, {NULL, NULL}};
+    {"read", l_read}, {"write_atomic", l_write_atomic}, {"list", l_list}, {"clock", l_clock}, {NULL, NULL}};
   luaL_newlib(L, mf);
   lua_pushstring(L, home);
   lua_setfield(L, -2, "home");

@@ -74,8 +74,18 @@ end
 -- Check a sweep value against a schema type; returns the value (an integral float made an
 -- integer for int fields) or nil and what was expected. Ranges and cross-field rules are left to
 -- config.resolve, which sees the whole point.
-local function check_type(s, v)
-  if s.type == "list" or s.type == "map" then
+local check_type
+check_type = function(s, v)
+  if s.type == "list" and s.of and s.of.type ~= "list" and s.of.type ~= "map" and type(v) == "table" then
+    -- a list of scalars: --set takes it comma-separated (config.lua), e.g. parscale.cross_attn_layers
+    local out = {}
+    for i, x in ipairs(v) do
+      local y, why = check_type(s.of, x)
+      if y == nil then return nil, "entry " .. i .. ": " .. why end
+      out[i] = y
+    end
+    return out
+  elseif s.type == "list" or s.type == "map" then
     return nil, "a " .. s.type .. " field cannot be varied by value (--set takes one value); give one spec file per value in a spec axis"
   elseif s.type == "int" then
     if math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then v = math.tointeger(v) end
@@ -92,6 +102,11 @@ end
 
 -- Values as --set text: the shortest decimal that reads back as the same number.
 local function fmt_set(v)
+  if type(v) == "table" then -- a list of scalars, comma-separated
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = fmt_set(x) end
+    return table.concat(parts, ",")
+  end
   if math.type(v) == "float" then
     for n = 1, 17 do
       local s = string.format("%." .. n .. "g", v)

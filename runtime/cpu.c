@@ -476,6 +476,15 @@ static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
   if (a.ROPE && (a.ROPE_DIM < 2 || a.ROPE_DIM % 2 || a.ROPE_DIM > a.DQK))
     fatal(OPFMT ": ROPE_DIM=%ld must be even and in [2, DQK=%ld]", OPARGS(c, op), a.ROPE_DIM, a.DQK);
   if (a.dropout > 0) a.ctr = I(c, op, "dropctr", 2, micro);
+  /* ParScale prefixes (docs/ir_parscale.md); absent attrs: none */
+  a.NPRE = op_has_attr(op, "NPRE") ? A(c, op, "NPRE") : 0;
+  a.NREP = op_has_attr(op, "NREP") ? A(c, op, "NREP") : 1;
+  if (a.NREP < 1 || a.B % a.NREP) fatal(OPFMT ": NREP=%ld must be positive and divide B=%ld", OPARGS(c, op), a.NREP, a.B);
+  if (a.NPRE > 0) {
+    if (a.dropout > 0) fatal(OPFMT ": attention dropout with prefixes (NPRE=%ld) is not defined", OPARGS(c, op), a.NPRE);
+    a.pk = F(c, op, "pk", a.NREP * a.HKV * a.NPRE * a.DQK);
+    a.pv = F(c, op, "pv", a.NREP * a.HKV * a.NPRE * a.DV);
+  }
   return a;
 }
 
@@ -497,7 +506,95 @@ static void k_attn_bwd_dkdv(Cpu *c, const Op *op, int micro) {
   long N = a.B * a.T, S = a.B * a.H * a.T;
   cpu_attn_bwd_dkdv(&a, F(c, op, "q", N * a.LDQ), F(c, op, "k", N * a.LDK), F(c, op, "v", N * a.LDV),
                     F(c, op, "dout", N * a.H * a.DV), F(c, op, "lse", S), F(c, op, "delta", S),
-                    F(c, op, "dk", N * a.LDK), F(c, op, "dv", N * a.LDV));
+                    F(c, op, "dk", N * a.LDK), F(c, op, "dv", N * a.LDV),
+                    a.NPRE ? F(c, op, "dpk", a.B * a.HKV * a.NPRE * a.DQK) : NULL,
+                    a.NPRE ? F(c, op, "dpv", a.B * a.HKV * a.NPRE * a.DV) : NULL);
+}
+
+/* ---- ParScale (docs/ir_parscale.md) ---- */
+
+/* N, the replica count P (attr `P`), and a positive width attr */
+static void ps_dims(Cpu *c, const Op *op, const char *wkey, long *N, long *W, long *P) {
+  *N = A(c, op, "N"); *W = A(c, op, wkey); *P = A(c, op, "P");
+  if (*P < 1) fatal(OPFMT ": P must be at least 1", OPARGS(c, op));
+}
+
+static void k_ps_replicate(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, C, P;
+  ps_dims(c, op, "C", &N, &C, &P);
+  cpu_ps_replicate(F(c, op, "x", N * C), F(c, op, "out", P * N * C), N, C, P);
+}
+
+static void k_ps_replicate_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, C, P;
+  ps_dims(c, op, "C", &N, &C, &P);
+  cpu_ps_replicate_bwd(F(c, op, "dout", P * N * C), F(c, op, "dx", N * C), N, C, P, A(c, op, "acc") != 0);
+}
+
+static void k_interleave(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, D, P;
+  ps_dims(c, op, "D", &N, &D, &P);
+  cpu_interleave(F(c, op, "x", P * N * D), F(c, op, "out", N * P * D), N, D, P);
+}
+
+static void k_interleave_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, D, P;
+  ps_dims(c, op, "D", &N, &D, &P);
+  cpu_interleave_bwd(F(c, op, "dout", N * P * D), F(c, op, "dx", P * N * D), N, D, P, A(c, op, "acc") != 0);
+}
+
+static void k_prefix_grad_reduce(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long R = A(c, op, "NREP"), Bm = A(c, op, "Bm"), ROW = A(c, op, "ROW");
+  cpu_prefix_grad_reduce(F(c, op, "partial", R * Bm * ROW), F(c, op, "grad", R * ROW), R, Bm, ROW);
+}
+
+static void cra_dims(Cpu *c, const Op *op, long *N, long *P, long *H, long *d) {
+  *N = A(c, op, "N"); *P = A(c, op, "P"); *H = A(c, op, "H"); *d = A(c, op, "d");
+  if (*P < 1 || *H < 1 || *d < 1) fatal(OPFMT ": P, H, d must be positive", OPARGS(c, op));
+}
+
+static void k_cra(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, P, H, d;
+  cra_dims(c, op, &N, &P, &H, &d);
+  long R = P * N, W = H * d;
+  cpu_cra(F(c, op, "qkv", R * 3 * W), F(c, op, "out", R * W), F(c, op, "lse", R * H), N, P, H, d, Af(c, op, "scale"));
+}
+
+static void k_cra_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, P, H, d;
+  cra_dims(c, op, &N, &P, &H, &d);
+  long R = P * N, W = H * d;
+  cpu_cra_bwd(F(c, op, "qkv", R * 3 * W), F(c, op, "dout", R * W), F(c, op, "lse", R * H), F(c, op, "dqkv", R * 3 * W),
+              N, P, H, d, Af(c, op, "scale"));
+}
+
+static float ps_eps(Cpu *c, const Op *op) {
+  float e = Af(c, op, "eps");
+  if (!(e >= 0.0f && e < 1.0f)) fatal(OPFMT ": eps=%g must lie in [0, 1)", OPARGS(c, op), (double)e);
+  return e;
+}
+
+static void k_ps_aggregate(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, D, P;
+  ps_dims(c, op, "D", &N, &D, &P);
+  cpu_ps_aggregate(F(c, op, "h", P * N * D), F(c, op, "a", N * P), F(c, op, "b2", P), F(c, op, "y", N * D),
+                   F(c, op, "w", N * P), N, D, P, ps_eps(c, op));
+}
+
+static void k_ps_aggregate_bwd(Cpu *c, const Op *op, int micro) {
+  (void)micro;
+  long N, D, P;
+  ps_dims(c, op, "D", &N, &D, &P);
+  cpu_ps_aggregate_bwd(F(c, op, "dy", N * D), F(c, op, "h", P * N * D), F(c, op, "w", N * P), F(c, op, "dh", P * N * D),
+                       F(c, op, "da", N * P), F(c, op, "db2", P), N, D, P, ps_eps(c, op), A(c, op, "acc") != 0);
 }
 
 static void k_attn_bwd_dq(Cpu *c, const Op *op, int micro) {
@@ -523,7 +620,9 @@ static const struct { const char *kind; void (*fn)(Cpu *, const Op *, int); } KI
   {"silu_bwd", k_silu_bwd}, {"glu", k_glu}, {"glu_bwd", k_glu_bwd}, {"dropout", k_dropout},
   {"dropout_bwd", k_dropout_bwd}, {"embed_tok", k_embed_tok}, {"mla_k", k_mla_k}, {"mla_k_bwd", k_mla_k_bwd},
   {"attn", k_attn}, {"attn_bwd_pre", k_attn_bwd_pre}, {"attn_bwd_dkdv", k_attn_bwd_dkdv},
-  {"attn_bwd_dq", k_attn_bwd_dq},
+  {"attn_bwd_dq", k_attn_bwd_dq}, {"ps_replicate", k_ps_replicate}, {"ps_replicate_bwd", k_ps_replicate_bwd},
+  {"interleave", k_interleave}, {"interleave_bwd", k_interleave_bwd}, {"prefix_grad_reduce", k_prefix_grad_reduce},
+  {"cra", k_cra}, {"cra_bwd", k_cra_bwd}, {"ps_aggregate", k_ps_aggregate}, {"ps_aggregate_bwd", k_ps_aggregate_bwd},
   {"embed_pos", k_embed_pos}, {"attention_decode", k_attention_decode}, {"attn_decode", k_attn_decode},
   {"matmul", k_matmul}, {"embed", k_embed}, {"layernorm", k_layernorm}, {"add_layernorm", k_add_layernorm},
   {"add", k_add}, {"gelu", k_gelu}, {"attention", k_attention}, {"xent", k_xent}, {"loss_sum", k_loss_sum},

@@ -677,21 +677,47 @@ static void attn_scores(const CpuAttn *a, const double *Q, const double *K, long
   }
 }
 
-/* lse_i = log Σ_vis exp(s_ij);  out_i = Σ_j p_ij·zf_ij·v_j */
+/* ParScale prefixes (docs/ir_parscale.md): the NPRE prefix keys of batch row b's replica
+ * p = b / (B/NREP) for kv head g, and their scores ŝ_n = c·(q̃_i·K̂_n) — never rotated, no ALiBi term,
+ * always visible. */
+static const float *attn_pre(const CpuAttn *a, const float *base, long width, long b, long g, long n) {
+  long p = b / (a->B / a->NREP);
+  return base + ((p * a->HKV + g) * a->NPRE + n) * width;
+}
+
+static void attn_pre_scores(const CpuAttn *a, const double *Q, long b, long g, long i, double *ps) {
+  for (long n = 0; n < a->NPRE; n++) {
+    const float *kr = attn_pre(a, a->pk, a->DQK, b, g, n);
+    double dot = 0;
+    for (long e = 0; e < a->DQK; e++) dot += Q[i * a->DQK + e] * kr[e];
+    ps[n] = a->scale * dot;
+  }
+}
+
+/* lse_i = log(Σ_n exp(ŝ_in) + Σ_vis exp(s_ij));  out_i = Σ_n p̂_in·V̂_n + Σ_j p_ij·zf_ij·v_j */
 void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse) {
   long T = a->T, DV = a->DV;
   double *s = xmalloc((size_t)T * sizeof *s), *acc = xmalloc((size_t)DV * sizeof *acc);
+  double *ps = xmalloc((size_t)(a->NPRE + 1) * sizeof *ps);
   for (long b = 0; b < a->B; b++)
     for (long h = 0; h < a->H; h++) {
       long g = h * a->HKV / a->H;
       double *Q = attn_rows(a, q, 0, b, h), *K = attn_rows(a, k, 1, b, g);
       for (long i = 0; i < T; i++) {
         attn_scores(a, Q, K, h, i, s);
+        attn_pre_scores(a, Q, b, g, i, ps);
         double mx = -INFINITY, z = 0;
         for (long j = 0; j <= i; j++) if (s[j] > mx) mx = s[j];
+        for (long n = 0; n < a->NPRE; n++) if (ps[n] > mx) mx = ps[n];
         for (long j = 0; j <= i; j++) z += exp(s[j] - mx);
+        for (long n = 0; n < a->NPRE; n++) z += exp(ps[n] - mx);
         double l = mx + log(z);
         memset(acc, 0, (size_t)DV * sizeof *acc);
+        for (long n = 0; n < a->NPRE; n++) {
+          double pn = exp(ps[n] - l);
+          const float *vr = attn_pre(a, a->pv, DV, b, g, n);
+          for (long e = 0; e < DV; e++) acc[e] += pn * vr[e];
+        }
         for (long j = 0; j <= i; j++) {
           if (s[j] == -INFINITY) continue;
           double pj = exp(s[j] - l) * attn_zf(a, b, h, i, j);
@@ -707,6 +733,7 @@ void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, 
     }
   free(s);
   free(acc);
+  free(ps);
 }
 
 /* One decode step (docs/ir.md "Decode"): sequence b's token sits at position pos; its q, k, v are
@@ -787,16 +814,37 @@ static void attn_bwd_row(const CpuAttn *a, const double *Q, const double *K, con
   }
 }
 
-/* dv_j = Σ_{h in group} Σ_i p̃_ij·do_i;  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i */
+/* The prefix part of row i (docs/ir_parscale.md): p̂_in and d̂s_in = p̂_in·(dout_i·V̂_n − delta_i). */
+static void attn_bwd_pre_row(const CpuAttn *a, const double *Q, const float *dout, const float *lse,
+                             const float *delta, long b, long h, long i, double *pp, double *pds) {
+  long T = a->T, g = h * a->HKV / a->H;
+  const float *dor = dout + (b * T + i) * a->H * a->DV + h * a->DV;
+  double l = lse[(b * a->H + h) * T + i], del = delta[(b * a->H + h) * T + i];
+  attn_pre_scores(a, Q, b, g, i, pp);
+  for (long n = 0; n < a->NPRE; n++) {
+    const float *vr = attn_pre(a, a->pv, a->DV, b, g, n);
+    double p = exp(pp[n] - l), dp = 0;
+    for (long e = 0; e < a->DV; e++) dp += (double)dor[e] * vr[e];
+    pp[n] = p;
+    pds[n] = p * (dp - del);
+  }
+}
+
+/* dv_j = Σ_{h in group} Σ_i p̃_ij·do_i;  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i;
+ * prefixes: dpk[b, g, n] = Σ_{h in group} Σ_i c·d̂s_in·q̃_i,  dpv[b, g, n] = Σ_{h in group} Σ_i p̂_in·do_i (written) */
 void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
-                       const float *lse, const float *delta, float *dk, float *dv) {
-  long T = a->T, DQK = a->DQK, DV = a->DV, G = a->H / a->HKV;
+                       const float *lse, const float *delta, float *dk, float *dv, float *dpk, float *dpv) {
+  long T = a->T, DQK = a->DQK, DV = a->DV, G = a->H / a->HKV, NP = a->NPRE;
   double *s = xmalloc((size_t)T * sizeof *s), *pt = xmalloc((size_t)T * sizeof *pt), *ds = xmalloc((size_t)T * sizeof *ds);
   double *dK = xmalloc((size_t)(T * DQK) * sizeof *dK), *dV = xmalloc((size_t)(T * DV) * sizeof *dV);
+  double *pp = xmalloc((size_t)(NP + 1) * sizeof *pp), *pds = xmalloc((size_t)(NP + 1) * sizeof *pds);
+  double *dPK = xmalloc((size_t)(NP * DQK + 1) * sizeof *dPK), *dPV = xmalloc((size_t)(NP * DV + 1) * sizeof *dPV);
   for (long b = 0; b < a->B; b++)
     for (long g = 0; g < a->HKV; g++) {
       memset(dK, 0, (size_t)(T * DQK) * sizeof *dK);
       memset(dV, 0, (size_t)(T * DV) * sizeof *dV);
+      memset(dPK, 0, (size_t)(NP * DQK) * sizeof *dPK);
+      memset(dPV, 0, (size_t)(NP * DV) * sizeof *dPV);
       double *K = attn_rows(a, k, 1, b, g);
       for (long h = g * G; h < (g + 1) * G; h++) {
         double *Q = attn_rows(a, q, 0, b, h);
@@ -808,8 +856,19 @@ void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const f
             for (long e = 0; e < DQK; e++) dK[j * DQK + e] += a->scale * ds[j] * Q[i * DQK + e];
             for (long e = 0; e < DV; e++) dV[j * DV + e] += pt[j] * dor[e];
           }
+          if (NP == 0) continue;
+          attn_bwd_pre_row(a, Q, dout, lse, delta, b, h, i, pp, pds);
+          for (long n = 0; n < NP; n++) {
+            for (long e = 0; e < DQK; e++) dPK[n * DQK + e] += a->scale * pds[n] * Q[i * DQK + e];
+            for (long e = 0; e < DV; e++) dPV[n * DV + e] += pp[n] * dor[e];
+          }
         }
         free(Q);
+      }
+      for (long n = 0; n < NP; n++) {
+        float *kr = dpk + ((b * a->HKV + g) * NP + n) * DQK, *vr = dpv + ((b * a->HKV + g) * NP + n) * DV;
+        for (long e = 0; e < DQK; e++) kr[e] = (float)dPK[n * DQK + e];
+        for (long e = 0; e < DV; e++) vr[e] = (float)dPV[n * DV + e];
       }
       for (long j = 0; j < T; j++) {
         if (a->ROPE) attn_rope(dK + j * DQK, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, j, 1);
@@ -819,15 +878,16 @@ void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const f
       }
       free(K);
     }
-  free(s); free(pt); free(ds); free(dK); free(dV);
+  free(s); free(pt); free(ds); free(dK); free(dV); free(pp); free(pds); free(dPK); free(dPV);
 }
 
-/* dq_i = R_iᵀ Σ_j c·ds_ij·k̃_j */
+/* dq_i = R_iᵀ (Σ_j c·ds_ij·k̃_j + Σ_n c·d̂s_in·K̂_n) */
 void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
                      const float *lse, const float *delta, float *dq) {
-  long T = a->T, DQK = a->DQK;
+  long T = a->T, DQK = a->DQK, NP = a->NPRE;
   double *s = xmalloc((size_t)T * sizeof *s), *pt = xmalloc((size_t)T * sizeof *pt), *ds = xmalloc((size_t)T * sizeof *ds);
   double *acc = xmalloc((size_t)DQK * sizeof *acc);
+  double *pp = xmalloc((size_t)(NP + 1) * sizeof *pp), *pds = xmalloc((size_t)(NP + 1) * sizeof *pds);
   for (long b = 0; b < a->B; b++)
     for (long h = 0; h < a->H; h++) {
       long g = h * a->HKV / a->H;
@@ -838,6 +898,13 @@ void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const flo
         for (long j = 0; j <= i; j++)
           if (ds[j] != 0)
             for (long e = 0; e < DQK; e++) acc[e] += a->scale * ds[j] * K[j * DQK + e];
+        if (NP > 0) {
+          attn_bwd_pre_row(a, Q, dout, lse, delta, b, h, i, pp, pds);
+          for (long n = 0; n < NP; n++) {
+            const float *kr = attn_pre(a, a->pk, DQK, b, g, n);
+            for (long e = 0; e < DQK; e++) acc[e] += a->scale * pds[n] * kr[e];
+          }
+        }
         if (a->ROPE) attn_rope(acc, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, i, 1);
         float *qr = dq + (b * T + i) * a->LDQ + a->QOFF + h * a->QHS;
         for (long e = 0; e < DQK; e++) qr[e] = (float)acc[e];
@@ -845,5 +912,184 @@ void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const flo
       free(Q);
       free(K);
     }
-  free(s); free(pt); free(ds); free(acc);
+  free(s); free(pt); free(ds); free(acc); free(pp); free(pds);
+}
+
+/* ---- ParScale (docs/ir_parscale.md) ---- */
+
+/* out[p·N + i, c] = x[i, c] */
+void cpu_ps_replicate(const float *x, float *out, long N, long C, long P) {
+  for (long p = 0; p < P; p++) memcpy(out + p * N * C, x, (size_t)(N * C) * sizeof *out);
+}
+
+/* dx[i, c] (+)= Σ_p dout[p·N + i, c], p ascending */
+void cpu_ps_replicate_bwd(const float *dout, float *dx, long N, long C, long P, int acc) {
+  for (long i = 0; i < N * C; i++) {
+    double s = 0;
+    for (long p = 0; p < P; p++) s += dout[p * N * C + i];
+    dx[i] = acc ? (float)(dx[i] + s) : (float)s;
+  }
+}
+
+/* out[i, c·P + p] = x[p·N + i, c] */
+void cpu_interleave(const float *x, float *out, long N, long D, long P) {
+  for (long i = 0; i < N; i++)
+    for (long c = 0; c < D; c++)
+      for (long p = 0; p < P; p++) out[i * P * D + c * P + p] = x[(p * N + i) * D + c];
+}
+
+/* dx[p·N + i, c] (+)= dout[i, c·P + p] */
+void cpu_interleave_bwd(const float *dout, float *dx, long N, long D, long P, int acc) {
+  for (long p = 0; p < P; p++)
+    for (long i = 0; i < N; i++)
+      for (long c = 0; c < D; c++) {
+        float g = dout[i * P * D + c * P + p];
+        float *o = dx + (p * N + i) * D + c;
+        *o = acc ? *o + g : g;
+      }
+}
+
+/* grad[p, r] += Σ_{b<Bm} partial[p·Bm + b, r], b ascending */
+void cpu_prefix_grad_reduce(const float *partial, float *grad, long NREP, long Bm, long ROW) {
+  for (long p = 0; p < NREP; p++)
+    for (long r = 0; r < ROW; r++) {
+      double s = 0;
+      for (long b = 0; b < Bm; b++) s += partial[(p * Bm + b) * ROW + r];
+      grad[p * ROW + r] = (float)(grad[p * ROW + r] + s);
+    }
+}
+
+/* The P×P scores of cross-replica attention at position i, head h: s[p·P + r] = c·(q_p·k_r) */
+static void cra_scores(const float *qkv, long N, long P, long H, long d, float scale, long i, long h, double *s) {
+  long W = H * d;
+  for (long p = 0; p < P; p++)
+    for (long r = 0; r < P; r++) {
+      const float *qp = qkv + (p * N + i) * 3 * W + h * d, *kr = qkv + (r * N + i) * 3 * W + W + h * d;
+      double dot = 0;
+      for (long e = 0; e < d; e++) dot += (double)qp[e] * kr[e];
+      s[p * P + r] = scale * dot;
+    }
+}
+
+/* lse[p·N + i, h] = log Σ_r exp(s_pr);  out[p·N + i, h·d + e] = Σ_r π_pr·v_r[e] */
+void cpu_cra(const float *qkv, float *out, float *lse, long N, long P, long H, long d, float scale) {
+  long W = H * d;
+  double *s = xmalloc((size_t)(P * P) * sizeof *s);
+  for (long i = 0; i < N; i++)
+    for (long h = 0; h < H; h++) {
+      cra_scores(qkv, N, P, H, d, scale, i, h, s);
+      for (long p = 0; p < P; p++) {
+        double mx = -INFINITY, z = 0;
+        for (long r = 0; r < P; r++) if (s[p * P + r] > mx) mx = s[p * P + r];
+        for (long r = 0; r < P; r++) z += exp(s[p * P + r] - mx);
+        double l = mx + log(z);
+        lse[(p * N + i) * H + h] = (float)l;
+        for (long e = 0; e < d; e++) {
+          double acc = 0;
+          for (long r = 0; r < P; r++) acc += exp(s[p * P + r] - l) * qkv[(r * N + i) * 3 * W + 2 * W + h * d + e];
+          out[(p * N + i) * W + h * d + e] = (float)acc;
+        }
+      }
+    }
+  free(s);
+}
+
+/* π_pr = exp(s_pr − lse_p), dπ_pr = dout_p·v_r, δ_p = Σ_r π_pr·dπ_pr, ds_pr = π_pr·(dπ_pr − δ_p);
+ * dq_p = c·Σ_r ds_pr·k_r, dk_r = c·Σ_p ds_pr·q_p, dv_r = Σ_p π_pr·dout_p (every column written) */
+void cpu_cra_bwd(const float *qkv, const float *dout, const float *lse, float *dqkv, long N, long P, long H, long d,
+                 float scale) {
+  long W = H * d;
+  double *s = xmalloc((size_t)(P * P) * sizeof *s), *ds = xmalloc((size_t)(P * P) * sizeof *ds);
+  for (long i = 0; i < N; i++)
+    for (long h = 0; h < H; h++) {
+      cra_scores(qkv, N, P, H, d, scale, i, h, s);
+      for (long p = 0; p < P; p++) {
+        const float *dop = dout + (p * N + i) * W + h * d;
+        double l = lse[(p * N + i) * H + h], delta = 0;
+        for (long r = 0; r < P; r++) {
+          const float *vr = qkv + (r * N + i) * 3 * W + 2 * W + h * d;
+          double dp = 0;
+          for (long e = 0; e < d; e++) dp += (double)dop[e] * vr[e];
+          s[p * P + r] = exp(s[p * P + r] - l); /* now π */
+          ds[p * P + r] = dp;
+          delta += s[p * P + r] * dp;
+        }
+        for (long r = 0; r < P; r++) ds[p * P + r] = s[p * P + r] * (ds[p * P + r] - delta);
+      }
+      for (long x = 0; x < P; x++) {
+        float *drow = dqkv + (x * N + i) * 3 * W; /* replica x's row: its q, k and v gradients */
+        for (long e = 0; e < d; e++) {
+          double gq = 0, gk = 0, gv = 0;
+          for (long y = 0; y < P; y++) {
+            gq += ds[x * P + y] * qkv[(y * N + i) * 3 * W + W + h * d + e];
+            gk += ds[y * P + x] * qkv[(y * N + i) * 3 * W + h * d + e];
+            gv += s[y * P + x] * dout[(y * N + i) * W + h * d + e];
+          }
+          drow[h * d + e] = (float)(scale * gq);
+          drow[W + h * d + e] = (float)(scale * gk);
+          drow[2 * W + h * d + e] = (float)gv;
+        }
+      }
+    }
+  free(s);
+  free(ds);
+}
+
+/* l_p = a[i, p] + b2[p], σ = softmax_p(l), w[i, p] = (1−eps)·σ_p + eps/P, y[i, c] = Σ_p w[i, p]·h[p·N + i, c] */
+void cpu_ps_aggregate(const float *h, const float *a, const float *b2, float *y, float *w, long N, long D, long P,
+                      float eps) {
+  double *wd = xmalloc((size_t)P * sizeof *wd), *l = xmalloc((size_t)P * sizeof *l);
+  for (long i = 0; i < N; i++) {
+    double mx = -INFINITY, z = 0;
+    for (long p = 0; p < P; p++) {
+      l[p] = (double)a[i * P + p] + b2[p];
+      if (l[p] > mx) mx = l[p];
+    }
+    for (long p = 0; p < P; p++) z += exp(l[p] - mx);
+    for (long p = 0; p < P; p++) {
+      double sig = exp(l[p] - mx) / z;
+      w[i * P + p] = (float)((1.0 - (double)eps) * sig + (double)eps / (double)P);
+      wd[p] = w[i * P + p];
+    }
+    for (long c = 0; c < D; c++) {
+      double acc = 0;
+      for (long p = 0; p < P; p++) acc += wd[p] * h[(p * N + i) * D + c];
+      y[i * D + c] = (float)acc;
+    }
+  }
+  free(wd);
+  free(l);
+}
+
+/* dh[p·N + i] (+)= w[i, p]·dy[i];  g_p = dy[i]·h[p·N + i], σ_p = (w_p − eps/P)/(1 − eps),
+ * da[i, p] = (1 − eps)·σ_p·(g_p − Σ_q σ_q·g_q) (written);  db2[p] += Σ_i da[i, p] (i ascending, of the
+ * values as stored in da) */
+void cpu_ps_aggregate_bwd(const float *dy, const float *h, const float *w, float *dh, float *da, float *db2, long N,
+                          long D, long P, float eps, int acc) {
+  double *g = xmalloc((size_t)P * sizeof *g), *sig = xmalloc((size_t)P * sizeof *sig);
+  double e = eps;
+  for (long i = 0; i < N; i++) {
+    double gs = 0;
+    for (long p = 0; p < P; p++) {
+      const float *hp = h + (p * N + i) * D;
+      float *dhp = dh + (p * N + i) * D;
+      double dot = 0;
+      for (long c = 0; c < D; c++) {
+        dot += (double)dy[i * D + c] * hp[c];
+        float v = (float)((double)w[i * P + p] * dy[i * D + c]);
+        dhp[c] = acc ? dhp[c] + v : v;
+      }
+      g[p] = dot;
+      sig[p] = ((double)w[i * P + p] - e / (double)P) / (1.0 - e);
+      gs += sig[p] * dot;
+    }
+    for (long p = 0; p < P; p++) da[i * P + p] = (float)((1.0 - e) * sig[p] * (g[p] - gs));
+  }
+  for (long p = 0; p < P; p++) {
+    double sb = 0;
+    for (long i = 0; i < N; i++) sb += da[i * P + p];
+    db2[p] = (float)(db2[p] + sb);
+  }
+  free(g);
+  free(sig);
 }

@@ -103,6 +103,10 @@ typedef struct {
   float scale, rope_base, dropout;  /* dropout: the probability of dropping p_ij (0: none) */
   long stream;                      /* dropout stream id */
   const int32_t *ctr;               /* dropctr {seed, counter} of the micro-step; unused when dropout = 0 */
+  /* ParScale prefixes (docs/ir_parscale.md): NPRE entries per replica, NREP replicas (batch row b is
+   * replica b / (B/NREP)); pk [NREP, HKV, NPRE, DQK], pv [NREP, HKV, NPRE, DV]; NPRE = 0: none */
+  long NPRE, NREP;
+  const float *pk, *pv;
 } CpuAttn;
 double attn_alibi_slope(long h, long H);   /* m_h of the ALiBi paper (interpolated when H is no power of 2) */
 /* Rotate the last R dims of x[0..DQK) for position t (mode 1 half-split, 2 adjacent); inverse = 1 applies Rᵀ. */
@@ -115,8 +119,29 @@ void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, 
 void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const float *v, int pos, float *kcache,
                      float *vcache, float *out);
 void cpu_attn_bwd_pre(const float *out, const float *dout, float *delta, long B, long T, long H, long DV);
+/* dpk, dpv [B, HKV, NPRE, DQK|DV]: the per-row prefix gradient partials (written; NULL when NPRE = 0) */
 void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
-                       const float *lse, const float *delta, float *dk, float *dv);
+                       const float *lse, const float *delta, float *dk, float *dv, float *dpk, float *dpv);
 void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
                      const float *lse, const float *delta, float *dq);
+
+/* ---- ParScale (docs/ir_parscale.md); N = Bm·T rows per replica, rows replica-major (p·N + i) ---- */
+/* out[p·N + i] = x[i];  backward dx[i] (+)= Σ_p dout[p·N + i] */
+void cpu_ps_replicate(const float *x, float *out, long N, long C, long P);
+void cpu_ps_replicate_bwd(const float *dout, float *dx, long N, long C, long P, int acc);
+/* out[i, c·P + p] = x[p·N + i, c];  backward dx[p·N + i, c] (+)= dout[i, c·P + p] */
+void cpu_interleave(const float *x, float *out, long N, long D, long P);
+void cpu_interleave_bwd(const float *dout, float *dx, long N, long D, long P, int acc);
+/* grad[p, r] += Σ_{b<Bm} partial[p·Bm + b, r] */
+void cpu_prefix_grad_reduce(const float *partial, float *grad, long NREP, long Bm, long ROW);
+/* cross-replica attention over qkv [P·N, 3·H·d]: out [P·N, H·d], lse [P·N, H]; backward writes dqkv */
+void cpu_cra(const float *qkv, float *out, float *lse, long N, long P, long H, long d, float scale);
+void cpu_cra_bwd(const float *qkv, const float *dout, const float *lse, float *dqkv, long N, long P, long H, long d,
+                 float scale);
+/* w = (1−eps)·softmax(a + b2) + eps/P, y[i] = Σ_p w[i,p]·h[p·N + i]; backward dh (+)=, da written,
+ * db2 += Σ_i da[i] */
+void cpu_ps_aggregate(const float *h, const float *a, const float *b2, float *y, float *w, long N, long D, long P,
+                      float eps);
+void cpu_ps_aggregate_bwd(const float *dy, const float *h, const float *w, float *dh, float *da, float *db2, long N,
+                          long D, long P, float eps, int acc);
 #endif

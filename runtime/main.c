@@ -1,12 +1,15 @@
 /* main.c — the `runtime` command line: load DIR/model.plan next to the given DIR/model.ptx, pick a
  * backend, and train, benchmark, check, sample or score; or turn text into token shards
  * (--prepare) or measure the unigram baseline of shards (--unigram), which need no model. */
+#define _POSIX_C_SOURCE 200809L
 #include "backend.h"
 #include "check.h"
 #include "checkpoint.h"
 #include "dist.h"
 #include "dp_plan.h"
 #include "evaluate.h"
+#include "fsutil.h"
+#include "hf_qwen2.h"
 #include "init.h"
 #include "plan.h"
 #include "plot.h"
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -42,6 +46,8 @@ static void usage(FILE *f) {
           "  --gradcheck        finite-difference check of every parameter gradient (CPU)\n"
           "  --check            run every op on the GPU and the CPU and compare (needs a GPU)\n"
           "  --decode-check     KV-cache decoding reproduces the forward pass's logits\n"
+          "  --export-hf DIR    write the weights --generate would use as a Hugging Face model directory DIR (new):\n"
+          "                     Qwen2ForCausalLM (parscale.n = 1) or GPT2LMHeadModel; config.json + model.safetensors\n"
           "  --prepare          text files/directories -> train_*.bin / val_*.bin shards in --out (no model)\n"
           "  --unigram          cross-entropy of --val-data under --data's unigram frequencies (no model needed)\n"
           "options:\n"
@@ -60,7 +66,10 @@ static void usage(FILE *f) {
           "  --run-dir DIR      metrics.jsonl, meta.json, config.json and ckpt/ (default: DIR of the model/run)\n"
           "  --save-every K     checkpoint every K steps (always at the end)\n"
           "  --resume           continue exactly from the run directory's newest complete checkpoint\n"
-          "  --init-from DIR    start from Hugging Face GPT-2 weights (DIR/model.safetensors, e.g. a checkpoint)\n"
+          "  --init-from DIR    start from Hugging Face weights: GPT-2 (DIR/model.safetensors, e.g. a checkpoint) or\n"
+          "                     Qwen2 (config.json model_type qwen2; sharded or not); ParScale's own parameters keep\n"
+          "                     their initialisation\n"
+          "  --export-dtype T   f32, bf16 or f16 for --export-hf (default: the dtype of --init-from's Qwen2 files, else f32)\n"
           "sampling (at the end of training on --data, every --sample-every steps, and --generate):\n"
           "  --sample-every K   print a sample every K steps\n"
           "  --prompt TEXT      text to continue (default: a new document)\n"
@@ -199,7 +208,7 @@ int main(int argc, char **argv) {
   double temperature = 0.8, val_fraction = 0.05;
   int resume = 0, no_sample = 0, eval_asked = 0;
   long gpus = 0, zero = 0, dist_plan = 0;
-  const char *id_file = NULL, *dump_master = NULL, *dist_selftest_mode = NULL;
+  const char *id_file = NULL, *dump_master = NULL, *dist_selftest_mode = NULL, *export_hf = NULL, *export_dtype = NULL;
   const char **positional = xmalloc((size_t)argc * sizeof *positional);
   int npos = 0;
   for (int i = 1; i < argc; i++) {
@@ -230,6 +239,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--run-dir")) { run_dir_opt = need_str(a, next); i++; }
     else if (!strcmp(a, "--save-every")) { save_every = parse_long_arg(a, next, 1); i++; }
     else if (!strcmp(a, "--init-from")) { init_from = need_str(a, next); i++; }
+    else if (!strcmp(a, "--export-hf")) { export_hf = need_str(a, next); i++; }
+    else if (!strcmp(a, "--export-dtype")) { export_dtype = need_str(a, next); i++; }
     else if (!strcmp(a, "--sample-every")) { sample_every = parse_long_arg(a, next, 1); i++; }
     else if (!strcmp(a, "--prompt")) { prompt = need_str(a, next); i++; }
     else if (!strcmp(a, "--sample-tokens")) { sample_tokens = parse_long_arg(a, next, 1); i++; }
@@ -248,9 +259,19 @@ int main(int argc, char **argv) {
     else if (a[0] == '-' && a[1]) { fprintf(stderr, "runtime: unknown option '%s'\n", a); usage(stderr); return 1; }
     else positional[npos++] = a;
   }
-  if (train + bench + gradcheck + check + decode_check + generate + prepare + unigram + (golden != NULL) + (logits_file != NULL) > 1)
-    fatal("choose at most one of --train, --generate, --logits, --bench, --golden, --gradcheck, --check, --decode-check, "
+  if (train + bench + gradcheck + check + decode_check + generate + prepare + unigram + (golden != NULL) + (logits_file != NULL) +
+      (export_hf != NULL) > 1)
+    fatal("choose at most one of --train, --generate, --logits, --export-hf, --bench, --golden, --gradcheck, --check, --decode-check, "
           "--prepare, --unigram");
+  if (export_dtype && !export_hf) fatal("--export-dtype goes with --export-hf");
+  char export_dir[4000];
+  if (export_hf) { /* "out/" names the directory out: its temporary sibling is out.tmp.PID, not out/.tmp.PID */
+    snprintf(export_dir, sizeof export_dir, "%s", export_hf);
+    for (size_t n = strlen(export_dir); n > 1 && export_dir[n - 1] == '/'; n--) export_dir[n - 1] = 0;
+    export_hf = export_dir;
+  }
+  if (export_dtype && strcmp(export_dtype, "f32") && strcmp(export_dtype, "bf16") && strcmp(export_dtype, "f16"))
+    fatal("--export-dtype %s: expected f32, bf16 or f16", export_dtype);
   /* several processes (dist.h): the --gpus launcher forks the ranks and only watches them; each
    * rank then runs this program with its rank in the environment */
   if (gpus > 1) return dist_launch_local((int)gpus, argc, argv);
@@ -270,10 +291,11 @@ int main(int argc, char **argv) {
   }
   if (check && use_cpu) fatal("--check compares the GPU with the CPU: it cannot run with --cpu");
   if (resume && init_from) fatal("--resume continues a run from its checkpoint; --init-from starts a new one: choose one");
-  if (!(train || generate || logits_file || unigram) &&
+  int weights_only = generate || logits_file || export_hf; /* modes that take the weights of a run or --init-from */
+  if (!(train || weights_only || unigram) &&
       (data || val_data || eval_asked || run_dir_opt || save_every || resume || sample_every || prompt || init_from))
     fatal("--data, --val-data, --eval-every, --run-dir, --save-every, --resume, --init-from, --sample-every and --prompt "
-          "go with --train (some with --generate, --logits or --unigram)");
+          "go with --train (some with --generate, --logits, --export-hf or --unigram)");
   if (logits_file && !out) fatal("--logits needs --out FILE.safetensors");
 
   char plan_path[1100];
@@ -298,7 +320,7 @@ int main(int argc, char **argv) {
     free(positional);
     return rc;
   }
-  int need_gpu = !use_cpu && !gradcheck; /* the CPU backend needs only the plan */
+  int need_gpu = !use_cpu && !gradcheck && !export_hf; /* the CPU backend needs only the plan; export no backend */
   if (need_gpu && !file_exists(ptx)) fatal("%s: no such file (run gen first, or use --cpu)", ptx);
 
   uint64_t s = seed >= 0 ? (uint64_t)seed : (uint64_t)plan_train(&plan, "seed", 1337);
@@ -354,15 +376,28 @@ int main(int argc, char **argv) {
       sample_at_end = train;
     }
   }
-  if (init_from && (train || generate || logits_file)) {
+  char init_dtype[16] = "";
+  if (init_from && (train || weights_only)) {
     init_w = xmalloc((size_t)plan.param_elems * sizeof *init_w);
-    if (hf_load(init_from, &plan, init_w, err, sizeof err)) fatal("--init-from: %s", err);
-    printf("init: weights from %s\n", init_from);
+    char mtype[64];
+    int have_cfg = hf_model_type(init_from, mtype, sizeof mtype, err, sizeof err);
+    if (have_cfg < 0) fatal("--init-from: %s", err);
+    if (have_cfg && !strcmp(mtype, "qwen2")) {
+      /* the backbone from the checkpoint; parameters it does not have (ParScale's) from the seed's init */
+      init_params(&plan, s, init_w);
+      if (qwen2_load(init_from, &plan, init_w, init_dtype, sizeof init_dtype, err, sizeof err)) fatal("--init-from: %s", err);
+    } else if (have_cfg && strcmp(mtype, "gpt2")) {
+      fatal("--init-from: %s/config.json: model_type \"%s\"; moonforge reads Hugging Face gpt2 and qwen2 directories", init_from, mtype);
+    } else if (hf_load(init_from, &plan, init_w, err, sizeof err)) {
+      fatal("--init-from: %s", err);
+    }
+    if (init_dtype[0]) printf("init: weights from %s (Hugging Face Qwen2, %s)\n", init_from, init_dtype);
+    else printf("init: weights from %s\n", init_from);
   }
   int use_run_dir = train && (data || run_dir_opt || save_every || resume);
   char ckdir[4400];
   int have_ckpt = 0;
-  if (use_run_dir || generate || logits_file) {
+  if (use_run_dir || weights_only) {
     have_ckpt = ckpt_find_latest(run_dir, ckdir, sizeof ckdir, err, sizeof err);
     if (have_ckpt < 0) fatal("%s", err);
   }
@@ -403,6 +438,44 @@ int main(int argc, char **argv) {
                    .sample_at_end = sample_at_end, .sample = tok ? sample_cb : NULL, .sample_ctx = &sctx};
     rc = train_run(b, &o);
     runlog_close(log);
+  } else if (export_hf) {
+    float *w = xmalloc((size_t)plan.param_elems * sizeof *w);
+    const char *from;
+    if (init_w) {
+      memcpy(w, init_w, (size_t)plan.param_elems * sizeof *w);
+      from = init_from;
+    } else if (have_ckpt) {
+      if (ckpt_load_weights(ckdir, &plan, w, err, sizeof err)) fatal("%s", err);
+      from = ckdir;
+    } else {
+      fatal("--export-hf: no weights to export: %s/ckpt has no checkpoint (pass --run-dir RUN or --init-from DIR)", run_dir);
+    }
+    /* the dtype: asked for, else the one the Qwen2 weights came in (bf16 stays bf16, bit for bit), else f32 */
+    const char *dt = export_dtype ? (!strcmp(export_dtype, "bf16") ? "BF16" : !strcmp(export_dtype, "f16") ? "F16" : "F32")
+                                  : init_dtype[0] ? init_dtype : "F32";
+    int extra;
+    char why[256];
+    if (qwen2_mappable(&plan, &extra, why, sizeof why)) {
+      if (qwen2_export(export_hf, &plan, w, dt, init_dtype[0] ? init_from : NULL, err, sizeof err)) fatal("--export-hf: %s", err);
+      printf("export: %s -> %s (Qwen2ForCausalLM, %s)\n", from, export_hf, dt);
+    } else if (hf_mappable(&plan, err, sizeof err)) {
+      if (strcmp(dt, "F32")) fatal("--export-hf: GPT-2 weights are written in f32 only (got --export-dtype %s)", export_dtype);
+      char tmp[4200], e2[256];
+      snprintf(tmp, sizeof tmp, "%s.tmp.%ld", export_hf, (long)getpid());
+      if (file_exists(export_hf) || fs_is_dir(export_hf)) fatal("--export-hf: %s already exists; it writes a new directory", export_hf);
+      if (fs_mkdirs(tmp, err, sizeof err) || hf_save(tmp, &plan, w, err, sizeof err) || fs_sync_dir(tmp, err, sizeof err)) {
+        fs_remove_tree(tmp, e2, sizeof e2);
+        fatal("--export-hf: %s", err);
+      }
+      if (rename(tmp, export_hf)) {
+        fs_remove_tree(tmp, e2, sizeof e2);
+        fatal("--export-hf: cannot rename %s to %s: %s", tmp, export_hf, strerror(errno));
+      }
+      printf("export: %s -> %s (GPT2LMHeadModel, F32)\n", from, export_hf);
+    } else {
+      fatal("--export-hf: the plan %s is neither a Qwen2 (%s) nor a GPT-2 (%s)", plan.name, why, err);
+    }
+    free(w);
   } else if (generate || logits_file) {
     float *w = xmalloc((size_t)plan.param_elems * sizeof *w), *z = xcalloc((size_t)plan.param_elems, sizeof *z);
     /* the weights: --init-from, else the run's newest checkpoint, else the seed's initialisation */

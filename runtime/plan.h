@@ -18,7 +18,7 @@ typedef enum {
 typedef enum { PH_FWD, PH_BWD, PH_OPT, PH_DEC } Phase; /* dec: the one-token decode program */
 #define MF_MAX_INPUTS 8
 
-#define MF_MAX_REFS 12
+#define MF_MAX_REFS 16
 #define MF_MAX_ATTRS 32
 
 /* idx: buffer/param/input index; out: the op writes this ref (written ">role=ref" in the plan) */

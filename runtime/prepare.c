@@ -165,7 +165,7 @@ static int emit_doc(Prep *p, const char *text, size_t len, int *bad_utf8, char *
   double u = (double)(mix64(fnv1a(text, len) ^ (uint64_t)PREPARE_SEED) >> 11) * 0x1p-53;
   Sink *s = u < p->val_fraction ? &p->val : &p->train;
   if (p->capids < 1) { p->capids = 4096; p->ids = xrealloc(p->ids, p->capids * sizeof *p->ids); }
-  p->ids[0] = GPT2_EOT;
+  p->ids[0] = tok_eot(p->tok);
   p->nids = 1;
   if (tok_encode(p->tok, text, len, &p->ids, &p->nids, &p->capids)) { p->malformed++; *bad_utf8 = 1; }
   s->docs++;
@@ -229,7 +229,7 @@ static int write_json(const char *dir, const char *tokenizer_dir, const char **i
   fprintf(f, "{\n  \"format\": \"llm.c token shards: 1024-byte header (magic, version, count), then tokens\",\n");
   fprintf(f, "  \"tokenizer\": ");
   json_str(f, tokenizer_dir);
-  fprintf(f, ",\n  \"vocab\": %d,\n  \"eot\": %d,\n  \"inputs\": [", vocab, GPT2_EOT);
+  fprintf(f, ",\n  \"vocab\": %d,\n  \"eot\": %d,\n  \"inputs\": [", vocab, tok_eot(p->tok));
   for (int i = 0; i < ninputs; i++) {
     if (i) fputs(", ", f);
     json_str(f, inputs[i]);
@@ -344,6 +344,11 @@ int prepare_corpus(const char *tokenizer_dir, const char **inputs, int ninputs, 
   if (collect(&fl, inputs, ninputs, err, errlen)) goto done;
   if (!(p.tok = tok_load(tokenizer_dir, err, errlen))) goto done;
   vocab = tok_vocab_size(p.tok);
+  if (tok_eot(p.tok) < 0) { /* documents are separated by end-of-text: a vocabulary without one cannot */
+    snprintf(err, errlen, "%s: the tokenizer has no end-of-text token (<|endoftext|> in tokenizer_config.json's "
+             "added_tokens_decoder) to separate documents", tokenizer_dir);
+    goto done;
+  }
   if (make_parent(outdir, err, errlen)) goto done;
   if (mkdir(tmp, 0755)) { snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
   made_tmp = 1;

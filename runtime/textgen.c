@@ -15,7 +15,7 @@ int textgen_print(Backend *b, Tokenizer *tok, const TextGenOpts *o, const char *
   const char *text = o->prompt ? o->prompt : "";
   size_t n = 1, cap = 64;
   int32_t *ids = xmalloc(cap * sizeof *ids);
-  ids[0] = GPT2_EOT;
+  ids[0] = tok_eot(tok) >= 0 ? tok_eot(tok) : 0; /* a new document; a vocabulary without end-of-text: id 0 */
   tok_encode(tok, text, strlen(text), &ids, &n, &cap); /* malformed UTF-8 is still encoded, byte by byte */
   for (size_t i = 0; i < n; i++)
     if (ids[i] >= V) {

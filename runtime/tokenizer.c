@@ -18,11 +18,26 @@
  * Work is in id space: merge (a, b) -> (rank, id of the token a+b); ranks and strings are in bijection
  * with id pairs, so this is the same algorithm as the string one.
  *
+ * Hugging Face byte-level BPE directories (Qwen2: vocab.json + merges.txt, the same two formats with
+ * the same byte alphabet) load too when the directory has no encoder.json. They differ in
+ *   - the pre-tokenisation regex, Qwen2's (tokenizer.json's Split pre-tokenizer):
+ *        (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *     (digits one at a time; one non-letter, non-digit, non-newline character may lead a word), with
+ *     PCRE2's Unicode \s;
+ *   - the special tokens: tokenizer_config.json's added_tokens_decoder {"id": {"content": ...}} holds
+ *     the ids after vocab.json's (Qwen2: <|endoftext|> 151643, <|im_start|>, <|im_end|>); end-of-text
+ *     is <|endoftext|>. Text is encoded without special tokens (they only separate documents) and
+ *     decoded with them.
+ *   - Qwen2 normalises text to Unicode NFC first; this encoder does not (text that is already NFC,
+ *     as nearly all text is, encodes the same).
+ * merges.txt's "#version" header line is optional.
+ *
  * Speed: pieces repeat (words), so a hash map caches piece bytes -> ids; a cache hit costs one
  * hash and one memcmp. Not thread-safe: the cache and the regex match data are per Tokenizer. */
 #define _POSIX_C_SOURCE 200809L
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
+#include "json.h"
 #include "util.h"
 #include <errno.h>
 #include <pcre2.h>
@@ -37,6 +52,8 @@
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" JS_WS "\\p{L}\\p{N}]+"
     "|[" JS_WS "]+(?![^" JS_WS "])|[" JS_WS "]+";
+static const char QWEN2_PATTERN[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 #define CACHE_MAX_PIECE 255        /* longer pieces are rare; they are encoded every time */
 #define CACHE_MAX_ENTRIES (1u << 20) /* then the cache is emptied, bounding its memory (~60 MB) */
@@ -57,7 +74,10 @@ typedef struct {
 } Cache;
 
 struct Tokenizer {
-  int nvocab;
+  int nvocab;                    /* BPE tokens: ids 0 .. nvocab-1 */
+  int nspecial;                  /* special tokens: ids nvocab .. nvocab+nspecial-1 (NULL: no token there) */
+  char **special;
+  int eot;                       /* end-of-text id (-1: none) */
   uint32_t *tok_off, *tok_len;   /* token id -> its bytes in tok_bytes */
   unsigned char *tok_bytes;
   int32_t byte_id[256];          /* id of the one-byte token for each byte */
@@ -374,14 +394,15 @@ static int bpe_field(const unsigned char *s, size_t n, const int *cp_to_byte, Bu
 
 /* Parse vocab.bpe: "#version: ..." then one merge "a b" per line; rank = order of the merge lines. */
 static int load_merges(Tokenizer *t, const char *path, const VocabMap *vm, const int *cp_to_byte,
-                       char *err, size_t errlen) {
+                       int need_header, char *err, size_t errlen) {
   size_t len;
   char *text = read_file(path, &len);
   if (!text) { set_err(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
   const unsigned char *p = (const unsigned char *)text, *end = p + len;
   int rc = -1;
   Buf fa = {0}, fb = {0}, cat = {0};
-  if (len < 8 || memcmp(p, "#version", 8) != 0) {
+  int has_header = len >= 8 && memcmp(p, "#version", 8) == 0;
+  if (need_header && !has_header) {
     set_err(err, errlen, "%s: line 1: expected the '#version: ...' header", path);
     goto out;
   }
@@ -392,9 +413,9 @@ static int load_merges(Tokenizer *t, const char *path, const VocabMap *vm, const
   for (uint32_t i = 0; i <= t->merge_mask; i++) t->merges[i].merged = -1;
 
   const unsigned char *nl = memchr(p, '\n', len);
-  p = nl ? nl + 1 : end;
+  if (has_header) p = nl ? nl + 1 : end;
   int32_t rank = 0;
-  for (size_t line = 2; p < end; line++) {
+  for (size_t line = has_header ? 2 : 1; p < end; line++) {
     const unsigned char *le = memchr(p, '\n', (size_t)(end - p));
     if (!le) le = end;
     const unsigned char *f[3] = {0}, *fe[3] = {0};
@@ -452,12 +473,12 @@ out:
 
 /* ---------------------------------------------------------------- load / free */
 
-static int compile_pattern(Tokenizer *t, char *err, size_t errlen) {
+static int compile_pattern(Tokenizer *t, const char *pattern, char *err, size_t errlen) {
   int ecode;
   PCRE2_SIZE eoff;
   /* MATCH_INVALID_UTF: malformed UTF-8 never matches (we encode those bytes separately) and, unlike
    * plain UTF mode, the subject is not re-validated on each call (which would be quadratic). */
-  t->re = pcre2_compile((PCRE2_SPTR)GPT2_PATTERN, PCRE2_ZERO_TERMINATED,
+  t->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
                         PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ecode, &eoff, NULL);
   if (!t->re) {
     PCRE2_UCHAR msg[256];
@@ -472,6 +493,39 @@ static int compile_pattern(Tokenizer *t, char *err, size_t errlen) {
   return 0;
 }
 
+/* tokenizer_config.json's added_tokens_decoder: the special tokens after the BPE vocabulary. */
+static int load_specials(Tokenizer *t, const char *path, char *err, size_t errlen) {
+  JVal *c = json_read_file(path, err, errlen);
+  if (!c) return -1;
+  int rc = -1;
+  const JVal *a = json_get(c, "added_tokens_decoder");
+  if (a && a->type != J_OBJ) { set_err(err, errlen, "%s: added_tokens_decoder is not an object", path); goto out; }
+  int n = a ? a->n : 0, top = t->nvocab;
+  for (int k = 0; k < n; k++) {
+    char *end;
+    long id = strtol(a->keys[k], &end, 10);
+    const JVal *content = json_get(&a->items[k], "content");
+    if (*end || id < 0 || id > (1L << 30) || !content || content->type != J_STR) {
+      set_err(err, errlen, "%s: added_tokens_decoder entry \"%s\": expected a numeric id with a \"content\" string", path, a->keys[k]);
+      goto out;
+    }
+    if (id < t->nvocab) continue; /* a BPE token marked special: it is in vocab.json already */
+    if (id + 1 > top) top = (int)id + 1;
+  }
+  t->nspecial = top - t->nvocab;
+  t->special = xcalloc((size_t)(t->nspecial ? t->nspecial : 1), sizeof *t->special);
+  for (int k = 0; k < n; k++) {
+    long id = strtol(a->keys[k], NULL, 10);
+    const char *s = json_get(&a->items[k], "content")->str;
+    if (id >= t->nvocab) t->special[id - t->nvocab] = strcpy(xmalloc(strlen(s) + 1), s);
+    if (!strcmp(s, "<|endoftext|>")) t->eot = (int)id;
+  }
+  rc = 0;
+out:
+  json_free(c);
+  return rc;
+}
+
 Tokenizer *tok_load(const char *dir, char *err, size_t errlen) {
   Tokenizer *t = xcalloc(1, sizeof *t);
   int cp_to_byte[BYTE_CP_MAX];
@@ -479,8 +533,15 @@ Tokenizer *tok_load(const char *dir, char *err, size_t errlen) {
   size_t plen = strlen(dir) + 32;
   char *path = xmalloc(plen);
   VocabMap vm = {0};
-
+  /* GPT-2's files, else a Hugging Face byte-level BPE (Qwen2's) */
   snprintf(path, plen, "%s/encoder.json", dir);
+  int hf = 0;
+  if (!file_exists(path)) {
+    snprintf(path, plen, "%s/vocab.json", dir);
+    hf = file_exists(path);
+    if (!hf) snprintf(path, plen, "%s/encoder.json", dir);
+  }
+  t->eot = hf ? -1 : GPT2_EOT;
   if (load_encoder(t, path, cp_to_byte, err, errlen)) goto fail;
 
   vm.mask = pow2_at_least(2 * (size_t)t->nvocab) - 1;
@@ -503,9 +564,15 @@ Tokenizer *tok_load(const char *dir, char *err, size_t errlen) {
     }
   }
 
-  snprintf(path, plen, "%s/vocab.bpe", dir);
-  if (load_merges(t, path, &vm, cp_to_byte, err, errlen)) goto fail;
-  if (compile_pattern(t, err, errlen)) goto fail;
+  snprintf(path, plen, hf ? "%s/merges.txt" : "%s/vocab.bpe", dir);
+  if (load_merges(t, path, &vm, cp_to_byte, !hf, err, errlen)) goto fail;
+  if (hf) {
+    snprintf(path, plen, "%s/tokenizer_config.json", dir);
+    if (file_exists(path) && load_specials(t, path, err, errlen)) goto fail;
+  } else if (t->nvocab <= GPT2_EOT) {
+    t->eot = -1;
+  }
+  if (compile_pattern(t, hf ? QWEN2_PATTERN : GPT2_PATTERN, err, errlen)) goto fail;
   free(vm.slot);
   free(path);
   return t;
@@ -519,6 +586,8 @@ fail:
 void tok_free(Tokenizer *t) {
   if (!t) return;
   free(t->tok_off); free(t->tok_len); free(t->tok_bytes);
+  for (int i = 0; i < t->nspecial; i++) free(t->special[i]);
+  free(t->special);
   free(t->merges);
   if (t->md) pcre2_match_data_free(t->md);
   if (t->re) pcre2_code_free(t->re);
@@ -527,7 +596,8 @@ void tok_free(Tokenizer *t) {
   free(t);
 }
 
-int tok_vocab_size(const Tokenizer *t) { return t->nvocab; }
+int tok_vocab_size(const Tokenizer *t) { return t->nvocab + t->nspecial; }
+int tok_eot(const Tokenizer *t) { return t->eot; }
 
 /* ---------------------------------------------------------------- BPE of one piece */
 
@@ -720,16 +790,27 @@ int tok_encode(Tokenizer *t, const char *text, size_t len, int32_t **ids, size_t
   return bad ? -1 : 0;
 }
 
+/* The bytes of one id (a BPE token or a special token's text); NULL outside the vocabulary. */
+static const unsigned char *tok_bytes_of(const Tokenizer *t, int32_t id, size_t *n) {
+  if (id >= 0 && id < t->nvocab) { *n = t->tok_len[id]; return t->tok_bytes + t->tok_off[id]; }
+  if (id >= t->nvocab && id < t->nvocab + t->nspecial && t->special[id - t->nvocab]) {
+    *n = strlen(t->special[id - t->nvocab]);
+    return (const unsigned char *)t->special[id - t->nvocab];
+  }
+  return NULL;
+}
+
 char *tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, size_t *len) {
-  size_t total = 0;
+  size_t total = 0, k;
   for (size_t i = 0; i < n; i++) {
-    if (ids[i] < 0 || ids[i] >= t->nvocab) return NULL;
-    total += t->tok_len[ids[i]];
+    if (!tok_bytes_of(t, ids[i], &k)) return NULL;
+    total += k;
   }
   char *out = xmalloc(total + 1), *p = out;
   for (size_t i = 0; i < n; i++) {
-    memcpy(p, t->tok_bytes + t->tok_off[ids[i]], t->tok_len[ids[i]]);
-    p += t->tok_len[ids[i]];
+    const unsigned char *b = tok_bytes_of(t, ids[i], &k);
+    memcpy(p, b, k);
+    p += k;
   }
   *p = 0;
   if (len) *len = total;

@@ -23,6 +23,20 @@
 //   backward: delta_i = do_i·out_i, dp_ij = do_i·v_j, ds_ij = p_ij·(dp_ij − delta_i),
 //     dv_j = Σ_{h in group} Σ_i p_ij·do_i,  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i,
 //     dq_i = R_iᵀ Σ_j c·ds_ij·k̃_j
+// Learned prefix (ParScale, the overloads taking `pk`, `pv`; NPRE > 0): the B = NREP·Bm batch rows
+// form NREP replicas of Bm rows (row b belongs to replica ρ = ⌊b/Bm⌋), and every query of row b also
+// sees the NPRE prefix entries PK[ρ,g,n,:], PV[ρ,g,n,:] (pk [NREP, HKV, NPRE, DQK], pv [NREP, HKV,
+// NPRE, DV], contiguous). Prefix keys are always visible (window and causal mask do not apply), are
+// never rotated (the query still is) and get no ALiBi bias:
+//   s_in = c·(q̃_i·PK_n),  lse_i = log(Σ_n exp(s_in) + Σ_{vis} exp(s_ij)),  out_i = Σ_n p_in·PV_n + Σ_j p_ij·v_j
+//   dq_i += R_iᵀ Σ_n c·ds_in·PK_n
+//   dPK_n[b] = Σ_{h in group} Σ_i c·ds_in·q̃_i,  dPV_n[b] = Σ_{h in group} Σ_i p_in·do_i   (per batch row b, f32)
+// The forward and dQ kernels visit the prefix as ⌈NPRE/BN⌉ extra key tiles before the real ones
+// (rows ≥ NPRE zero-filled and masked); the dK/dV kernel gets ⌈NPRE/64⌉ extra blocks per (b, kv
+// head) (the first blockIdx.y values: they visit every query tile, like key tile 0) that write
+// the per-row partials dpk [B, HKV, NPRE, DQK], dpv [B, HKV, NPRE, DV]; prefix_grad_reduce
+// (parscale.cuh) sums them over the rows of each replica into the parameter gradient. Dropout
+// with a prefix is not supported (attention_gen.lua refuses it).
 // Dropout (the overloads taking `dropctr`, docs/ir.md "attn"): z_ij = keep_ij/(1 − p), keep_ij iff
 // mf_drop_uniform(seed, STREAM, ctr, ((b·H + h)·T + i)·T + j) ≥ p (common.cuh, the counter-based
 // hash of docs/ir_decoder.md; the same bits as runtime/cpu_ops.c). Then out_i = Σ_j p_ij·z_ij·v_j
@@ -171,6 +185,19 @@ struct ag_check {
                 "attn: ROPE_DIM must be a multiple of 16 in [16, DQK]");
   static constexpr bool ok = true;
 };
+// The prefix attrs (NPRE = 0: no prefix, NREP ignored).
+template <int B, int NPRE, int NREP, bool DROP>
+struct ag_check_pre {
+  static_assert(NPRE >= 0, "attn: NPRE must be >= 0");
+  static_assert(NPRE == 0 || (NREP >= 1 && B % NREP == 0), "attn: NREP must divide B when NPRE > 0");
+  static_assert(NPRE == 0 || !DROP, "attn: dropout with a prefix (NPRE > 0) is not supported");
+  static constexpr bool ok = true;
+};
+// The prefix rows of replica ⌊b/Bm⌋ (Bm = B/NREP) and kv head g: [NPRE][D] contiguous.
+template <int B, int HKV, int NPRE, int NREP, int D>
+__device__ __forceinline__ const bf16* ag_prefix_rows(const bf16* p, int b, int g) {
+  return p + ((long long)(b / (B / NREP)) * HKV + g) * NPRE * D;
+}
 
 // ---- masks and tile ranges -------------------------------------------------------------------
 // Query i may attend key j.
@@ -341,12 +368,15 @@ template <int DQK, int DV> __host__ __device__ constexpr int ag_smem_dkdv() {
 // Dropout (DROP): l sums every P (lse stays the undropped one), the P fed to O = P·V is zeroed
 // where keep_ij fails, and the end scales by 1/(1 − p): out = O·(1/(1 − p)) / l.
 // Shared memory: Q [64][DQK+8], K [2][64][DQK+8], V [2][64][DV+8] (K/V double buffered).
-template <AG_TPARAMS, bool DROP, int STREAM>
+template <AG_TPARAMS, bool DROP, int STREAM, int NPRE, int NREP>
 __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                       const bf16* __restrict__ v, bf16* __restrict__ out, float* __restrict__ lse,
+                                       const bf16* __restrict__ v, const bf16* __restrict__ pk,
+                                       const bf16* __restrict__ pv, bf16* __restrict__ out, float* __restrict__ lse,
                                        const int* __restrict__ dropctr, float scale, float rope_base, float drop_p) {
   static_assert(ag_check<AG_TARGS>::ok, "attn: bad configuration");
+  static_assert(ag_check_pre<B, NPRE, NREP, DROP>::ok, "attn: bad prefix configuration");
   constexpr int BM = AG_BM, BN = ag_bn_fwd<DQK>(), LQ = DQK + 8, LV = DV + 8;
+  constexpr int NPT = (NPRE + BN - 1) / BN;   // prefix key tiles, visited first
   constexpr int NQT = (T + BM - 1) / BM, KC = DQK / 16, DT = DV / 8, G = H / HKV, OD = H * DV;
   extern __shared__ __align__(16) unsigned char ag_smem[];
   bf16* sQ = reinterpret_cast<bf16*>(ag_smem);
@@ -363,11 +393,24 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
   float slope = 0.f;   // ALiBi slope in raw q·k units: s += slope·(j − i)
   if constexpr (ALIBI != 0) slope = ag_alibi_slope<H>(h) / scale;
   const ag_range rg = ag_key_tiles<BN, WINDOW, SINK>(q0, qhi);
+  // iteration n < NPT visits prefix tile n (keys n·BN … of pk/pv), then the real tiles rg.tile(n − NPT)
+  const bf16* pkg = NPRE > 0 ? ag_prefix_rows<B, HKV, NPRE, NREP, DQK>(pk, b, hk) : nullptr;
+  const bf16* pvg = NPRE > 0 ? ag_prefix_rows<B, HKV, NPRE, NREP, DV>(pv, b, hk) : nullptr;
+  auto load_kv = [&](int n, int buf) {
+    if (NPRE > 0 && n < NPT) {
+      ag_load_tile<BN, DQK, NPRE>(sK + buf * BN * LQ, pkg, n * BN, DQK, tid);
+      ag_load_tile<BN, DV, NPRE>(sV + buf * BN * LV, pvg, n * BN, DV, tid);
+    } else {
+      const int k1 = rg.tile(n - NPT) * BN;
+      ag_load_tile<BN, DQK, T>(sK + buf * BN * LQ, kg, k1, LDK, tid);
+      ag_load_tile<BN, DV, T>(sV + buf * BN * LV, vg, k1, LDV, tid);
+    }
+  };
+  const int NIT = NPT + rg.n;
 
   ag_load_tile<BM, DQK, T>(sQ, qg, q0, LDQ, tid);
   ag_cp_commit();
-  ag_load_tile<BN, DQK, T>(sK, kg, rg.tile(0) * BN, LDK, tid);
-  ag_load_tile<BN, DV, T>(sV, vg, rg.tile(0) * BN, LDV, tid);
+  load_kv(0, 0);
   ag_cp_commit();
   if constexpr (ROPE != 0) {   // Q once, before the loop (whose first barrier publishes it)
     ag_cp_wait<1>();
@@ -388,12 +431,12 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
     diA = ((unsigned long long)bh * T + (unsigned long long)rA) * (unsigned long long)T;
   }
 
-  for (int n = 0; n < rg.n; ++n) {
-    const int cur = n & 1, k0 = rg.tile(n) * BN;
-    if (n + 1 < rg.n) {
-      const int k1 = rg.tile(n + 1) * BN;
-      ag_load_tile<BN, DQK, T>(sK + (cur ^ 1) * BN * LQ, kg, k1, LDK, tid);
-      ag_load_tile<BN, DV, T>(sV + (cur ^ 1) * BN * LV, vg, k1, LDV, tid);
+  for (int n = 0; n < NIT; ++n) {
+    // pre: a prefix tile (k0 then counts prefix entries), always visible, never rotated, no ALiBi
+    const bool pre = NPRE > 0 && n < NPT;
+    const int cur = n & 1, k0 = pre ? n * BN : rg.tile(n - NPT) * BN;
+    if (n + 1 < NIT) {
+      load_kv(n + 1, cur ^ 1);
       ag_cp_commit();
       ag_cp_wait<1>();
     } else {
@@ -403,14 +446,14 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
     bf16* k_s = sK + cur * BN * LQ;
     const bf16* v_s = sV + cur * BN * LV;
     if constexpr (ROPE != 0) {
-      ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
+      if (!pre) ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
       __syncthreads();
     }
     if (n == 0) {
 #pragma unroll
       for (int kc = 0; kc < KC; ++kc) ag_frag_a<LQ>(qf[kc], sQ, warp * 16, kc * 16, lane);
     }
-    if (rw < T && ag_any<WINDOW, SINK>(rw, rw + 15, k0, k0 + BN - 1)) {
+    if (rw < T && (pre || ag_any<WINDOW, SINK>(rw, rw + 15, k0, k0 + BN - 1))) {
       // S = Q·Kᵀ (16 × BN per warp)
       float s[BN / 8][4];
 #pragma unroll
@@ -426,13 +469,23 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
         }
       }
       if constexpr (ALIBI != 0) {
+        if (!pre) {
 #pragma unroll
-        for (int nt = 0; nt < BN / 8; ++nt)
+          for (int nt = 0; nt < BN / 8; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[nt][e] = fmaf(slope, (float)(k0 + nt * 8 + t4 * 2 + (e & 1) - ((e < 2) ? rA : rB)), s[nt][e]);
+            for (int e = 0; e < 4; ++e)
+              s[nt][e] = fmaf(slope, (float)(k0 + nt * 8 + t4 * 2 + (e & 1) - ((e < 2) ? rA : rB)), s[nt][e]);
+        }
       }
-      if (!ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1)) {
+      if (pre) {   // the ragged last prefix tile: entries ≥ NPRE do not exist
+        if (NPRE % BN != 0 && k0 + BN > NPRE) {
+#pragma unroll
+          for (int nt = 0; nt < BN / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (k0 + nt * 8 + t4 * 2 + (e & 1) >= NPRE) s[nt][e] = -MF_INF;
+        }
+      } else if (!ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1)) {
 #pragma unroll
         for (int nt = 0; nt < BN / 8; ++nt)
 #pragma unroll
@@ -532,13 +585,20 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
 template <AG_TPARAMS>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          bf16* __restrict__ out, float* __restrict__ lse, float scale, float rope_base) {
-  ag_fwd<AG_TARGS, false, 0>(q, k, v, out, lse, nullptr, scale, rope_base, 0.f);
+  ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, nullptr, scale, rope_base, 0.f);
 }
 template <AG_TPARAMS, int STREAM>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          const int* __restrict__ dropctr, bf16* __restrict__ out, float* __restrict__ lse, float scale,
                          float rope_base, float dropout) {
-  ag_fwd<AG_TARGS, true, STREAM>(q, k, v, out, lse, dropctr, scale, rope_base, dropout);
+  ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, dropctr, scale, rope_base, dropout);
+}
+// With a learned prefix (NPRE > 0, NREP replicas; two more template arguments, pk and pv after v).
+template <AG_TPARAMS, int NPRE, int NREP>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         const bf16* __restrict__ pk, const bf16* __restrict__ pv, bf16* __restrict__ out,
+                         float* __restrict__ lse, float scale, float rope_base) {
+  ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, nullptr, scale, rope_base, 0.f);
 }
 
 // ==== backward: delta ==========================================================================
@@ -591,15 +651,23 @@ __device__ void attn_bwd_pre(const bf16* __restrict__ out, const bf16* __restric
 // End: dK ·= scale, un-rotated (RoPE), both written at the k and v layouts (rows < T).
 // Dropout (DROP): the keep bits of this thread's Pᵀ elements go to a bit mask (nt·4 + e; QN·4 ≤ 32);
 // dV takes Pᵀ ⊙ keep and is scaled by 1/(1 − p) at the end; dSᵀ = Pᵀ ⊙ (z ⊙ dPᵀ − delta).
+// Prefix (NPRE > 0): grid (B·HKV, NPT + ⌈T/64⌉), NPT = ⌈NPRE/64⌉; blockIdx.y < NPT is prefix tile
+// blockIdx.y (entries k0 … k0 + 63 of PK/PV of row b's replica; rows ≥ NPRE zero-filled and
+// masked), visiting every query tile of every head of the group; no RoPE on the keys, no ALiBi.
+// It writes (never adds) the f32 per-row partials dpk[b, hk, n, :] = c·Σ ds·q̃ and dpv[b, hk, n, :]
+// (n < NPRE); blockIdx.y ≥ NPT is real key tile blockIdx.y − NPT, as without a prefix.
 // Shared memory: K [64][DQK+8], V [64][DV+8]; Q [2][BQ][DQK+8], dO [2][BQ][DV+8]; lse, delta [2][BQ].
-template <AG_TPARAMS, bool DROP, int STREAM>
+template <AG_TPARAMS, bool DROP, int STREAM, int NPRE, int NREP>
 __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                        const bf16* __restrict__ v, const bf16* __restrict__ dout,
+                                        const bf16* __restrict__ v, const bf16* __restrict__ pk,
+                                        const bf16* __restrict__ pv, const bf16* __restrict__ dout,
                                         const float* __restrict__ lse, const float* __restrict__ delta,
-                                        const int* __restrict__ dropctr, bf16* dk, bf16* dv, float scale,
-                                        float rope_base, float drop_p) {
+                                        const int* __restrict__ dropctr, bf16* dk, bf16* dv, float* dpk, float* dpv,
+                                        float scale, float rope_base, float drop_p) {
   static_assert(ag_check<AG_TARGS>::ok, "attn: bad configuration");
+  static_assert(ag_check_pre<B, NPRE, NREP, DROP>::ok, "attn: bad prefix configuration");
   constexpr int BK = AG_BK, BQ = ag_bq<DQK, DV>(), LQ = DQK + 8, LV = DV + 8;
+  constexpr int NPT = (NPRE + BK - 1) / BK;   // prefix blocks per (b, kv head), the first blockIdx.y
   constexpr int KC = DQK / 16, VC = DV / 16, QT_ = DQK / 8, VT = DV / 8, QN = BQ / 8, G = H / HKV, OD = H * DV;
   extern __shared__ __align__(16) unsigned char ag_smem[];
   bf16* sK = reinterpret_cast<bf16*>(ag_smem);
@@ -610,7 +678,9 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   float* sD = sL + 2 * BQ;                                  // [2][BQ]
 
   const int bk = blockIdx.x, b = bk / HKV, hk = bk % HKV;
-  const int k0 = (int)blockIdx.y * BK, khi = ag_imin(k0 + BK, T) - 1;
+  const bool pre = NPRE > 0 && (int)blockIdx.y < NPT;   // a prefix block (k0 counts prefix entries)
+  const int KLIM = pre ? NPRE : T;                      // key rows that exist
+  const int k0 = ((int)blockIdx.y - (pre ? 0 : NPT)) * BK, khi = ag_imin(k0 + BK, KLIM) - 1;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const bf16* kg = k + (long long)b * T * LDK + KOFF + hk * KHS;
   const bf16* vg = v + (long long)b * T * LDV + VOFF + hk * VHS;
@@ -621,8 +691,8 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   const float SL2 = scale * AG_LOG2E;
 
   // query tiles qt0 … qt0 + NQR − 1 for each of the G heads: iteration n ↔ (head n / NQR, tile n % NQR)
-  const int qt0 = k0 / BQ;
-  const int qlast = (WINDOW == 0 || k0 < SINK) ? T - 1 : ag_imin(T - 1, khi + WINDOW - 1);
+  const int qt0 = pre ? 0 : k0 / BQ;
+  const int qlast = (pre || WINDOW == 0 || k0 < SINK) ? T - 1 : ag_imin(T - 1, khi + WINDOW - 1);
   const int NQR = qlast / BQ - qt0 + 1, NIT = G * NQR;
   auto load_q = [&](int it, int buf) {
     const int h = hk * G + it / NQR, q1 = (qt0 + it % NQR) * BQ;
@@ -631,15 +701,21 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
     ag_load_vec<BQ, T>(sL + buf * BQ, lg0 + (long long)h * T, q1, tid);
     ag_load_vec<BQ, T>(sD + buf * BQ, dg0 + (long long)h * T, q1, tid);
   };
-  ag_load_tile<BK, DQK, T>(sK, kg, k0, LDK, tid);
-  ag_cp_commit();
-  ag_load_tile<BK, DV, T>(sV, vg, k0, LDV, tid);
+  if (NPRE > 0 && pre) {
+    ag_load_tile<BK, DQK, NPRE>(sK, ag_prefix_rows<B, HKV, NPRE, NREP, DQK>(pk, b, hk), k0, DQK, tid);
+    ag_cp_commit();
+    ag_load_tile<BK, DV, NPRE>(sV, ag_prefix_rows<B, HKV, NPRE, NREP, DV>(pv, b, hk), k0, DV, tid);
+  } else {
+    ag_load_tile<BK, DQK, T>(sK, kg, k0, LDK, tid);
+    ag_cp_commit();
+    ag_load_tile<BK, DV, T>(sV, vg, k0, LDV, tid);
+  }
   load_q(0, 0);
   ag_cp_commit();
   if constexpr (ROPE != 0) {   // K once, before the loop (whose first barrier publishes it)
     ag_cp_wait<1>();
     __syncthreads();
-    ag_rope_tile<BK, DQK, ROPE, ROPE_DIM>(sK, k0, rope_base, tid);
+    if (!pre) ag_rope_tile<BK, DQK, ROPE, ROPE_DIM>(sK, k0, rope_base, tid);
   }
 
   float dkacc[QT_][4], dvacc[VT][4];
@@ -674,7 +750,7 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
       __syncthreads();
     }
     const int qhi = ag_imin(q0 + BQ, T) - 1;
-    if (kw < T && ag_any<WINDOW, SINK>(q0, qhi, kw, kw + 15)) {
+    if (kw < KLIM && (pre || ag_any<WINDOW, SINK>(q0, qhi, kw, kw + 15))) {
       // Sᵀ = K·Qᵀ  (16 keys × BQ queries per warp)
       float s[QN][4];
 #pragma unroll
@@ -691,8 +767,8 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
           ag_mma(s[2 * np + 1], ka, bq[2], bq[3]);
         }
       }
-      if constexpr (ALIBI != 0) {   // s += (m_h/scale)·(key − query)
-        const float slope = ag_alibi_slope<H>(h) / scale;
+      if constexpr (ALIBI != 0) {   // s += (m_h/scale)·(key − query); none for prefix keys
+        const float slope = pre ? 0.f : ag_alibi_slope<H>(h) / scale;
 #pragma unroll
         for (int nt = 0; nt < QN; ++nt)
 #pragma unroll
@@ -700,7 +776,9 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
             s[nt][e] = fmaf(slope, (float)(((e < 2) ? kA : kB) - (q0 + nt * 8 + t4 * 2 + (e & 1))), s[nt][e]);
       }
       // Pᵀ (columns are queries: this thread's are q0 + 8nt + 2t4 + {0,1})
-      const bool full = ag_full<T, WINDOW, SINK>(q0, q0 + BQ - 1, k0, k0 + BK - 1);
+      // prefix: every query < T sees every entry < NPRE
+      const bool full = pre ? (k0 + BK <= NPRE && q0 + BQ <= T)
+                            : ag_full<T, WINDOW, SINK>(q0, q0 + BQ - 1, k0, k0 + BK - 1);
       unsigned keep = 0;   // dropout: bit nt·4 + e set iff element (nt, e) is kept
       // dropout element index of (query q0 + 2t4, key kA): ((b·H + h)·T + query)·T + key
       const unsigned long long di = DROP ? ((unsigned long long)(b * H + h) * T + (unsigned long long)(q0 + t4 * 2)) *
@@ -713,7 +791,8 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
           float p = fast_exp2(fmaf(s[nt][e], SL2, -l_s[qc] * AG_LOG2E));
           if (!full) {
             const int qi = q0 + qc;
-            if (qi >= T || !ag_visible<WINDOW, SINK>(qi, (e < 2) ? kA : kB)) p = 0.f;
+            const int kj = (e < 2) ? kA : kB;
+            if (qi >= T || (pre ? kj >= NPRE : !ag_visible<WINDOW, SINK>(qi, kj))) p = 0.f;
           }
           s[nt][e] = p;
           if constexpr (DROP) {
@@ -801,6 +880,23 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
 #pragma unroll
       for (int e = 0; e < 4; ++e) dvacc[i][e] *= dsc;
   }
+  if constexpr (NPRE > 0) {
+    if (pre) {   // per-row f32 partials dpk/dpv [B, HKV, NPRE, D] (prefix keys were never rotated)
+      float* pkr = dpk + ((long long)b * HKV + hk) * NPRE * DQK + t4 * 2;
+      float* pvr = dpv + ((long long)b * HKV + hk) * NPRE * DV + t4 * 2;
+#pragma unroll
+      for (int i = 0; i < QT_; ++i) {
+        if (kA < NPRE) *reinterpret_cast<float2*>(pkr + (long long)kA * DQK + i * 8) = make_float2(dkacc[i][0], dkacc[i][1]);
+        if (kB < NPRE) *reinterpret_cast<float2*>(pkr + (long long)kB * DQK + i * 8) = make_float2(dkacc[i][2], dkacc[i][3]);
+      }
+#pragma unroll
+      for (int i = 0; i < VT; ++i) {
+        if (kA < NPRE) *reinterpret_cast<float2*>(pvr + (long long)kA * DV + i * 8) = make_float2(dvacc[i][0], dvacc[i][1]);
+        if (kB < NPRE) *reinterpret_cast<float2*>(pvr + (long long)kB * DV + i * 8) = make_float2(dvacc[i][2], dvacc[i][3]);
+      }
+      return;
+    }
+  }
   if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
   bf16* gk = dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2;
   bf16* gv = dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2;
@@ -820,14 +916,25 @@ template <AG_TPARAMS>
 __device__ void attn_bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                               const bf16* __restrict__ dout, const float* __restrict__ lse,
                               const float* __restrict__ delta, bf16* dk, bf16* dv, float scale, float rope_base) {
-  ag_dkdv<AG_TARGS, false, 0>(q, k, v, dout, lse, delta, nullptr, dk, dv, scale, rope_base, 0.f);
+  ag_dkdv<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, dout, lse, delta, nullptr, dk, dv, nullptr, nullptr,
+                                    scale, rope_base, 0.f);
 }
 template <AG_TPARAMS, int STREAM>
 __device__ void attn_bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                               const bf16* __restrict__ dout, const float* __restrict__ lse,
                               const float* __restrict__ delta, const int* __restrict__ dropctr, bf16* dk, bf16* dv,
                               float scale, float rope_base, float dropout) {
-  ag_dkdv<AG_TARGS, true, STREAM>(q, k, v, dout, lse, delta, dropctr, dk, dv, scale, rope_base, dropout);
+  ag_dkdv<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, dout, lse, delta, dropctr, dk, dv, nullptr, nullptr,
+                                        scale, rope_base, dropout);
+}
+// With a learned prefix (pk, pv after v; the f32 partials dpk, dpv after dk, dv).
+template <AG_TPARAMS, int NPRE, int NREP>
+__device__ void attn_bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                              const bf16* __restrict__ pk, const bf16* __restrict__ pv, const bf16* __restrict__ dout,
+                              const float* __restrict__ lse, const float* __restrict__ delta, bf16* dk, bf16* dv,
+                              float* dpk, float* dpv, float scale, float rope_base) {
+  ag_dkdv<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, dout, lse, delta, nullptr, dk, dv, dpk, dpv, scale,
+                                          rope_base, 0.f);
 }
 
 // ==== backward: dQ ==============================================================================
@@ -838,14 +945,17 @@ __device__ void attn_bwd_dkdv(const bf16* __restrict__ q, const bf16* __restrict
 // End: dQ ·= scale, un-rotated (RoPE), written at the q layout (rows < T). Rows ≥ T use
 // lse = +∞ (P = 0). Dropout (DROP): dS = P ⊙ (z ⊙ dP − delta), z from the hash per element.
 // Shared memory: Q [64][DQK+8], dO [64][DV+8]; K [2][BN][DQK+8], V [2][BN][DV+8].
-template <AG_TPARAMS, bool DROP, int STREAM>
+template <AG_TPARAMS, bool DROP, int STREAM, int NPRE, int NREP>
 __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                      const bf16* __restrict__ v, const bf16* __restrict__ dout,
+                                      const bf16* __restrict__ v, const bf16* __restrict__ pk,
+                                      const bf16* __restrict__ pv, const bf16* __restrict__ dout,
                                       const float* __restrict__ lse, const float* __restrict__ delta,
                                       const int* __restrict__ dropctr, bf16* dq, float scale, float rope_base,
                                       float drop_p) {
   static_assert(ag_check<AG_TARGS>::ok, "attn: bad configuration");
+  static_assert(ag_check_pre<B, NPRE, NREP, DROP>::ok, "attn: bad prefix configuration");
   constexpr int BM = AG_BM, BN = ag_bn_dq<DQK>(), LQ = DQK + 8, LV = DV + 8;
+  constexpr int NPT = (NPRE + BN - 1) / BN;   // prefix key tiles, visited first
   constexpr int NQT = (T + BM - 1) / BM, KC = DQK / 16, VC = DV / 16, QT_ = DQK / 8, G = H / HKV, OD = H * DV;
   extern __shared__ __align__(16) unsigned char ag_smem[];
   bf16* sQ = reinterpret_cast<bf16*>(ag_smem);
@@ -864,12 +974,25 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
   float slope = 0.f;
   if constexpr (ALIBI != 0) slope = ag_alibi_slope<H>(h) / scale;
   const ag_range rg = ag_key_tiles<BN, WINDOW, SINK>(q0, qhi);
+  // iteration n < NPT visits prefix tile n, then the real tiles rg.tile(n − NPT) (as the forward)
+  const bf16* pkg = NPRE > 0 ? ag_prefix_rows<B, HKV, NPRE, NREP, DQK>(pk, b, hk) : nullptr;
+  const bf16* pvg = NPRE > 0 ? ag_prefix_rows<B, HKV, NPRE, NREP, DV>(pv, b, hk) : nullptr;
+  auto load_kv = [&](int n, int buf) {
+    if (NPRE > 0 && n < NPT) {
+      ag_load_tile<BN, DQK, NPRE>(sK + buf * BN * LQ, pkg, n * BN, DQK, tid);
+      ag_load_tile<BN, DV, NPRE>(sV + buf * BN * LV, pvg, n * BN, DV, tid);
+    } else {
+      const int k1 = rg.tile(n - NPT) * BN;
+      ag_load_tile<BN, DQK, T>(sK + buf * BN * LQ, kg, k1, LDK, tid);
+      ag_load_tile<BN, DV, T>(sV + buf * BN * LV, vg, k1, LDV, tid);
+    }
+  };
+  const int NIT = NPT + rg.n;
 
   ag_load_tile<BM, DQK, T>(sQ, qg, q0, LDQ, tid);
   ag_cp_commit();
   ag_load_tile<BM, DV, T>(sO, og, q0, OD, tid);
-  ag_load_tile<BN, DQK, T>(sK, kg, rg.tile(0) * BN, LDK, tid);
-  ag_load_tile<BN, DV, T>(sV, vg, rg.tile(0) * BN, LDV, tid);
+  load_kv(0, 0);
   ag_cp_commit();
   if constexpr (ROPE != 0) {   // Q once, before the loop (whose first barrier publishes it)
     ag_cp_wait<1>();
@@ -895,12 +1018,12 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
 #pragma unroll
   for (int i = 0; i < QT_; ++i) dqacc[i][0] = dqacc[i][1] = dqacc[i][2] = dqacc[i][3] = 0.f;
 
-  for (int n = 0; n < rg.n; ++n) {
-    const int cur = n & 1, k0 = rg.tile(n) * BN;
-    if (n + 1 < rg.n) {
-      const int k1 = rg.tile(n + 1) * BN;
-      ag_load_tile<BN, DQK, T>(sK + (cur ^ 1) * BN * LQ, kg, k1, LDK, tid);
-      ag_load_tile<BN, DV, T>(sV + (cur ^ 1) * BN * LV, vg, k1, LDV, tid);
+  for (int n = 0; n < NIT; ++n) {
+    // pre: a prefix tile (k0 counts prefix entries): always visible, never rotated, no ALiBi
+    const bool pre = NPRE > 0 && n < NPT;
+    const int cur = n & 1, k0 = pre ? n * BN : rg.tile(n - NPT) * BN;
+    if (n + 1 < NIT) {
+      load_kv(n + 1, cur ^ 1);
       ag_cp_commit();
       ag_cp_wait<1>();
     } else {
@@ -910,10 +1033,10 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
     bf16* k_s = sK + cur * BN * LQ;
     const bf16* v_s = sV + cur * BN * LV;
     if constexpr (ROPE != 0) {
-      ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
+      if (!pre) ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
       __syncthreads();
     }
-    if (rw < T && ag_any<WINDOW, SINK>(rw, rw + 15, k0, k0 + BN - 1)) {
+    if (rw < T && (pre || ag_any<WINDOW, SINK>(rw, rw + 15, k0, k0 + BN - 1))) {
       // S = Q·Kᵀ and dP = dO·Vᵀ (16 × BN each per warp)
       float s[BN / 8][4], dpa[BN / 8][4];
 #pragma unroll
@@ -944,8 +1067,8 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
           ag_mma(dpa[2 * np + 1], oa, bv[2], bv[3]);
         }
       }
-      // dS = P ⊙ (dP − delta), packed as A fragments
-      const bool full = ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1);
+      // dS = P ⊙ (dP − delta), packed as A fragments. A prefix tile masks only entries ≥ NPRE.
+      const bool full = pre ? k0 + BN <= NPRE : ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1);
       unsigned sf[BN / 16][4];
 #pragma unroll
       for (int nt = 0; nt < BN / 8; ++nt) {
@@ -954,9 +1077,9 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
         for (int e = 0; e < 4; ++e) {
           const int key = k0 + nt * 8 + t4 * 2 + (e & 1), row = (e < 2) ? rA : rB;
           float x = s[nt][e];
-          if constexpr (ALIBI != 0) x = fmaf(slope, (float)(key - row), x);
+          if constexpr (ALIBI != 0) x = pre ? x : fmaf(slope, (float)(key - row), x);
           p[e] = fast_exp2(fmaf(x, SL2, -((e < 2) ? lA : lB)));
-          if (!full && (key >= T || !ag_visible<WINDOW, SINK>(row, key))) p[e] = 0.f;
+          if (!full && (pre ? key >= NPRE : (key >= T || !ag_visible<WINDOW, SINK>(row, key)))) p[e] = 0.f;
           if constexpr (DROP) {   // dP ·= z (row rB = rA + 8: index + 8·T)
             const unsigned long long i = diA + (unsigned long long)key + (e < 2 ? 0ull : 8ull * T);
             dpa[nt][e] *= mf_drop_uniform(dbase, i) >= drop_p ? dsc : 0.f;
@@ -997,12 +1120,21 @@ template <AG_TPARAMS>
 __device__ void attn_bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                             const bf16* __restrict__ dout, const float* __restrict__ lse,
                             const float* __restrict__ delta, bf16* dq, float scale, float rope_base) {
-  ag_dq<AG_TARGS, false, 0>(q, k, v, dout, lse, delta, nullptr, dq, scale, rope_base, 0.f);
+  ag_dq<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, dout, lse, delta, nullptr, dq, scale, rope_base, 0.f);
 }
 template <AG_TPARAMS, int STREAM>
 __device__ void attn_bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                             const bf16* __restrict__ dout, const float* __restrict__ lse,
                             const float* __restrict__ delta, const int* __restrict__ dropctr, bf16* dq, float scale,
                             float rope_base, float dropout) {
-  ag_dq<AG_TARGS, true, STREAM>(q, k, v, dout, lse, delta, dropctr, dq, scale, rope_base, dropout);
+  ag_dq<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, dout, lse, delta, dropctr, dq, scale, rope_base,
+                                      dropout);
+}
+// With a learned prefix (pk, pv after v): dq includes the prefix terms.
+template <AG_TPARAMS, int NPRE, int NREP>
+__device__ void attn_bwd_dq(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                            const bf16* __restrict__ pk, const bf16* __restrict__ pv, const bf16* __restrict__ dout,
+                            const float* __restrict__ lse, const float* __restrict__ delta, bf16* dq, float scale,
+                            float rope_base) {
+  ag_dq<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, dout, lse, delta, nullptr, dq, scale, rope_base, 0.f);
 }

@@ -8,6 +8,10 @@
 -- Dropout (attr `dropout` = p > 0): the kernels take one more template argument (`stream`), the
 -- pointer `dropctr` after the inputs and the float p after scale, rope_base — so tparams, consts
 -- and args are functions of the attrs (gen/emit.lua calls them); p = 0 gives the plain kernels.
+-- Learned prefix (ParScale; attr `NPRE` > 0 prefix entries, `NREP` replicas; absent or 0 = none):
+-- two more template arguments (NPRE, NREP), refs `pk`, `pv` right after `v`, and attn_bwd_dkdv
+-- writes the f32 per-row partials `dpk`, `dpv` after dk, dv from ⌈NPRE/64⌉ extra blocks per
+-- (b, kv head) (the first blockIdx.y values). NPRE = 0 gives the plain kernels, unchanged.
 local function I(a, k, what)
   local v = math.tointeger(a[k])
   assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
@@ -20,6 +24,7 @@ local function pow2(x) return x > 0 and (x & (x - 1)) == 0 end
 -- head widths the tiles support: multiples of 16 up to 128, DQK also 192 (ag_dim_ok)
 local function dim_ok(d, qk) return (d % 16 == 0 and d >= 16 and d <= 128) or (qk and d == 192) end
 local function drop_on(a) return type(a.dropout) == "number" and a.dropout > 0 end
+local function pre_on(a) return a.NPRE ~= nil and a.NPRE ~= 0 end
 
 local function cfg(a, what)
   local c = {}
@@ -55,16 +60,25 @@ local function cfg(a, what)
     c.stream = I(a, "stream", what)
     need(c.stream >= 0 and c.stream < 2 ^ 31, "stream = %d must be a non-negative int", c.stream)
   end
+  c.NPRE = a.NPRE == nil and 0 or I(a, "NPRE", what)
+  need(c.NPRE >= 0, "NPRE = %d must be >= 0 (0 = no prefix)", c.NPRE)
+  if c.NPRE > 0 then
+    c.NREP = I(a, "NREP", what)
+    need(c.NREP >= 1 and c.B % c.NREP == 0, "NREP = %d must be >= 1 and divide B = %d (B = NREP·Bm rows)", c.NREP, c.B)
+    need(not c.drop, "dropout = %s with NPRE = %d: attention dropout with a prefix is not supported",
+         tostring(p), c.NPRE)
+  end
   return c
 end
 
 local TP = { "B", "T", "H", "HKV", "DQK", "DV", "LDQ", "LDK", "LDV", "QOFF", "KOFF", "VOFF",
              "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM" }
 local CONSTS = { "scale", "rope_base" }
-local TP_DROP, CONSTS_DROP = {}, { "scale", "rope_base", "dropout" }
-for i, k in ipairs(TP) do TP_DROP[i] = k end
+local TP_DROP, TP_PRE, CONSTS_DROP = {}, {}, { "scale", "rope_base", "dropout" }
+for i, k in ipairs(TP) do TP_DROP[i], TP_PRE[i] = k, k end
 TP_DROP[#TP + 1] = "stream"
-local function tparams(a) return drop_on(a) and TP_DROP or TP end
+TP_PRE[#TP + 1], TP_PRE[#TP + 2] = "NPRE", "NREP"
+local function tparams(a) return drop_on(a) and TP_DROP or pre_on(a) and TP_PRE or TP end
 local function consts(a) return drop_on(a) and CONSTS_DROP or CONSTS end
 -- tile sizes: keep in step with ag_bn_fwd / ag_bn_dq / ag_bq in attention_gen.cuh
 local function bn_fwd(c) return 64 end
@@ -85,10 +99,21 @@ local function with(base, extra)
   return t
 end
 local DROPCTR = { {"dropctr","const int*"} }
+local PREFIX = { {"pk","const bf16*"}, {"pv","const bf16*"} }
+-- with a prefix: pk, pv inserted after the first three inputs (q, k, v), `pre_out` after the outputs
+local function with_prefix(inputs, outputs, pre_out)
+  local t = {}
+  for i, a in ipairs(inputs) do
+    t[#t + 1] = a
+    if i == 3 then for _, x in ipairs(PREFIX) do t[#t + 1] = x end end
+  end
+  return with(with(t, outputs), pre_out)
+end
 -- kernel arguments: the inputs, `dropctr` when the op has dropout, then the outputs
-local function args_of(inputs, outputs)
+local function args_of(inputs, outputs, pre_out)
   local plain, drop = with(inputs, outputs), with(with(inputs, DROPCTR), outputs)
-  return function(a) return drop_on(a) and drop or plain end
+  local pre = with_prefix(inputs, outputs, pre_out or {})
+  return function(a) return drop_on(a) and drop or pre_on(a) and pre or plain end
 end
 -- lanes per (row, head) of attn_bwd_pre: the largest power of two dividing DV/8 (attn_bwd_pre_lanes)
 local function pre_lanes(DV)
@@ -126,12 +151,14 @@ return {
     },
     attn_bwd_dkdv = {
       fn = "attn_bwd_dkdv", tparams = tparams, consts = consts,
-      args = args_of(args_bwd_in, { {"dk","bf16*"}, {"dv","bf16*"} }),
+      args = args_of(args_bwd_in, { {"dk","bf16*"}, {"dv","bf16*"} }, { {"dpk","float*"}, {"dpv","float*"} }),
       -- smem: K [64][DQK+8] + V [64][DV+8] + Q [2][BQ][DQK+8] + dO [2][BQ][DV+8] + lse, delta [2][BQ] f32
+      -- grid: ⌈NPRE/64⌉ prefix blocks, then the ⌈T/64⌉ key tiles, per (b, kv head)
       launch = function(a)
         local c = cfg(a, "attn_bwd_dkdv")
         local q = bq(c)
-        return { grid = {c.B * c.HKV, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = min_blocks(c, true),
+        return { grid = {c.B * c.HKV, (c.NPRE + 63) // 64 + (c.T + 63) // 64, 1}, block = {128, 1, 1},
+                 min_blocks = min_blocks(c, true),
                  smem = ((64 + 2 * q) * (c.DQK + 8) + (64 + 2 * q) * (c.DV + 8)) * 2 + 4 * q * 4 }
       end,
     },

@@ -23,6 +23,14 @@ if [ -x bin/test_kernels ]; then
 else
   notok "kernel tests" "bin/test_kernels missing: build it with 'make bin/test_kernels' (needs nvcc)"
 fi
+# generalized attention (with learned prefixes) and the ParScale kernels, each against a CPU double reference
+for t in test_attention_gen test_parscale; do
+  if [ -x bin/$t ]; then
+    check "kernel tests: $t --no-bench" bin/$t --no-bench
+  else
+    notok "kernel tests: $t" "bin/$t missing: build it with 'make bin/$t' (needs nvcc)"
+  fi
+done
 
 for variant in fused unfused; do
   flag=""; [ $variant = unfused ] && flag=--no-fuse

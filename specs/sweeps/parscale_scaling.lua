@@ -1,18 +1,15 @@
 -- Seed 001's `parscale_scaling`: the ParScale paper's P = 1, 2, 4, 8 at a fixed learning rate
--- (4 runs).
---
--- Until the ParScale specs exist this runs on the GPT-2 family, scaling depth instead of P: 3, 6,
--- 12 and 24 layers of GPT-2 small's width give the same ×1, ×2, ×4, ×8 in compute per token.
--- Once they exist it becomes base = the ParScale spec, axes = { ["parscale.n"] = {1, 2, 4, 8} }.
+-- (4 runs) on Qwen2-0.5B (specs/parscale_basic.lua; P = 1 is plain Qwen2). Stage 2 of the recipe:
+-- start from an imported Qwen2 checkpoint (runtime --init-from, README "Importing Qwen2").
 return {
-  title = "parscale_scaling: compute x1 x2 x4 x8 (GPT-2 depth stands in for ParScale P)",
-  base = "specs/gpt2_124m.lua",
+  title = "parscale_scaling: Qwen2-0.5B with P = 1, 2, 4, 8 replicas",
+  base = "specs/parscale_basic.lua",
   axes = {
-    ["model.n_layer"] = { 3, 6, 12, 24 },
+    ["parscale.n"] = { 1, 2, 4, 8 },
   },
   set = {
     ["train.lr"] = 3e-4,
-    ["train.min_lr"] = 3e-5,
+    ["train.min_lr"] = 3e-4,
     ["train.steps"] = 1000,
     ["train.warmup_steps"] = 100,
   },

@@ -6,6 +6,8 @@
 //   bin/test_attention_gen --no-bench  # tests only
 //   bin/test_attention_gen --small     # small tests only (what the CPU emulator runs; implies --no-bench)
 //   bin/test_attention_gen --bench-only  # the benchmark table alone (bench/bench.sh)
+//   bin/test_attention_gen --only pre,mla  # only tests whose name contains "pre" or "mla" (implies --no-bench)
+//   bin/test_attention_gen --bench-prefix  # no tests: the prefix cost at the Qwen2-0.5B shape
 //
 // Every variant axis runs on random inputs against a double-precision CPU reference written here
 // from the definition (mask, ALiBi slopes by the paper's recursive rule, RoPE by θ_p = base^(−2p/R)):
@@ -57,6 +59,7 @@ struct Cfg {
   static constexpr bool DROP = false;   // attention dropout: see Drop
   static constexpr int STREAM = 0;
   static constexpr float P = 0.f;
+  static constexpr int NPRE = 0, NREP = 1;   // learned prefix: see Pre
 };
 // C with attention-probability dropout p = PCT/100 and the op's stream id STREAM_.
 template <class C, int PCT, int STREAM_>
@@ -65,30 +68,42 @@ struct Drop : C {
   static constexpr int STREAM = STREAM_;
   static constexpr float P = PCT * 0.01f;
 };
+// C with a learned prefix of NPRE_ entries per replica and NREP_ replicas (B = NREP_·Bm rows).
+template <class C, int NPRE_, int NREP_>
+struct Pre : C {
+  static constexpr int NPRE = NPRE_, NREP = NREP_;
+};
 #define AGC(C)                                                                                        \
   C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS, C::KHS, \
       C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM
 
 // ---- __global__ wrappers (what gen emits) ------------------------------------------------------
 // (dropctr and p are used by the dropout instantiations only, as gen emits two signatures)
+// (pk/pv and dpk/dpv likewise by the prefix instantiations only)
 template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, false, C::DROP>())
-k_fwd(const bf16* q, const bf16* k, const bf16* v, const int* dropctr, bf16* out, float* lse, float scale, float base,
-      float p) {
+k_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const int* dropctr, bf16* out,
+      float* lse, float scale, float base, float p) {
   if constexpr (C::DROP) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, scale, base, p);
+  else if constexpr (C::NPRE > 0) attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, scale, base);
   else attn_fwd<AGC(C)>(q, k, v, out, lse, scale, base);
 }
 template <class C> __global__ void __launch_bounds__(256)
 k_pre(const bf16* out, const bf16* dout, float* delta) { attn_bwd_pre<C::B, C::T, C::H, C::DV>(out, dout, delta); }
 template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
-k_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
-       const int* dropctr, bf16* dk, bf16* dv, float scale, float base, float p) {
+k_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const bf16* dout, const float* lse,
+       const float* delta, const int* dropctr, bf16* dk, bf16* dv, float* dpk, float* dpv, float scale, float base,
+       float p) {
   if constexpr (C::DROP) attn_bwd_dkdv<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dk, dv, scale, base, p);
+  else if constexpr (C::NPRE > 0)
+    attn_bwd_dkdv<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, dout, lse, delta, dk, dv, dpk, dpv, scale, base);
   else attn_bwd_dkdv<AGC(C)>(q, k, v, dout, lse, delta, dk, dv, scale, base);
 }
 template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
-k_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* delta,
-     const int* dropctr, bf16* dq, float scale, float base, float p) {
+k_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const bf16* dout, const float* lse,
+     const float* delta, const int* dropctr, bf16* dq, float scale, float base, float p) {
   if constexpr (C::DROP) attn_bwd_dq<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dq, scale, base, p);
+  else if constexpr (C::NPRE > 0)
+    attn_bwd_dq<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, dout, lse, delta, dq, scale, base);
   else attn_bwd_dq<AGC(C)>(q, k, v, dout, lse, delta, dq, scale, base);
 }
 // the current GPT-2 kernels (attention.cuh), for the side-by-side benchmark
@@ -117,6 +132,15 @@ k_old_dq(const bf16* qkv, const bf16* dout, const float* lse, const float* delta
 #define LAUNCH_CHECK() CK(cudaGetLastError()); CK(cudaDeviceSynchronize())
 
 static int g_pass = 0, g_fail = 0;
+static std::vector<std::string> g_only;   // --only A,B,…: run the tests whose name contains A or B or …
+static bool g_no_tests = false;           // --bench-prefix: no tests at all
+static bool skip(const char* name) {
+  if (g_no_tests) return true;
+  if (g_only.empty()) return false;
+  for (const std::string& o : g_only)
+    if (strstr(name, o.c_str())) return false;
+  return true;
+}
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static double urand() {   // uniform in (0, 1), xorshift64*
   g_rng ^= g_rng >> 12; g_rng ^= g_rng << 25; g_rng ^= g_rng >> 27;
@@ -247,14 +271,27 @@ struct Rope {
 };
 struct Ref {
   std::vector<double> out, lse, dq, dk, dv;   // out [B·T, H·DV]; lse [B,H,T]; dq [B,T,H,DQK], dk [B,T,HKV,DQK], dv [B,T,HKV,DV]
+  std::vector<double> dpk, dpv;               // prefix partials per batch row: [B,HKV,NPRE,DQK], [B,HKV,NPRE,DV]
+};
+// A learned prefix (n = 0: none): pk [NREP,HKV,n,DQK], pv [NREP,HKV,n,DV]; row b is replica b/(B/nrep).
+struct PrefixRef {
+  int n = 0, nrep = 1;
+  const std::vector<float>* pk = nullptr;
+  const std::vector<float>* pv = nullptr;
 };
 // q [B,T,H,DQK], k [B,T,HKV,DQK], v [B,T,HKV,DV], dout [B·T, H·DV] (dense, unrotated).
 // With dropout (dr.p > 0): out_i = Σ_j p_ij·z_ij·v_j (lse undropped), dv_j = Σ_i p_ij·z_ij·do_i,
 // ds_ij = p_ij·(z_ij·dp_ij − delta_i).
+// With a prefix (pr.n > 0) every query also sees the n prefix entries of its replica: scores
+// c·q̃_i·pk_n (no rotation of pk, no ALiBi, no mask), in the same softmax; dpk/dpv per batch row.
 static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S, int AL, const Rope& rope, double scale,
                      const DropRef& dr, const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-                     const std::vector<float>& dout) {
+                     const std::vector<float>& dout, const PrefixRef& pr = PrefixRef()) {
   Ref r;
+  const int NP = pr.n;
+  r.dpk.assign((size_t)B * HKV * NP * DQK, 0);
+  r.dpv.assign((size_t)B * HKV * NP * DV, 0);
+  std::vector<double> pp(NP);   // prefix probabilities of the current row
   r.out.assign((size_t)B * T * H * DV, 0);
   r.lse.assign((size_t)B * H * T, 0);
   r.dq.assign((size_t)B * T * H * DQK, 0);
@@ -277,6 +314,13 @@ static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S
         const double* qi = &qr[(((size_t)b * T + i) * H + h) * DQK];
         const float* doi = &dout[((size_t)b * T + i) * H * DV + (size_t)h * DV];
         double mx = -1e300;
+        const size_t pre0 = ((size_t)(b / (B / pr.nrep)) * HKV + g) * NP;   // prefix row of entry 0
+        for (int n = 0; n < NP; ++n) {
+          double s = 0;
+          for (int e = 0; e < DQK; ++e) s += qi[e] * (*pr.pk)[(pre0 + n) * DQK + e];
+          pp[n] = s * scale;
+          mx = std::max(mx, pp[n]);
+        }
         for (int j = 0; j < T; ++j) {
           vis[j] = j <= i && (W == 0 || i - j < W || j < S);
           if (!vis[j]) continue;
@@ -287,19 +331,35 @@ static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S
           mx = std::max(mx, p[j]);
         }
         double l = 0;
+        for (int n = 0; n < NP; ++n) l += std::exp(pp[n] - mx);
         for (int j = 0; j < T; ++j)
           if (vis[j]) l += std::exp(p[j] - mx);
         const double ls = mx + std::log(l);
         r.lse[((size_t)b * H + h) * T + i] = ls;
+        for (int n = 0; n < NP; ++n) pp[n] = std::exp(pp[n] - ls);
         for (int j = 0; j < T; ++j) p[j] = vis[j] ? std::exp(p[j] - ls) : 0.0;
         for (int j = 0; j < T; ++j) zf[j] = vis[j] ? dr.z(b, h, i, j, H, T) : 0.0;
         double del = 0;
         for (int e = 0; e < DV; ++e) {
           double o = 0;
+          for (int n = 0; n < NP; ++n) o += pp[n] * (*pr.pv)[(pre0 + n) * DV + e];
           for (int j = 0; j < T; ++j)
             if (vis[j]) o += p[j] * zf[j] * v[(((size_t)b * T + j) * HKV + g) * DV + e];
           r.out[((size_t)b * T + i) * H * DV + (size_t)h * DV + e] = o;
           del += o * doi[e];
+        }
+        for (int n = 0; n < NP; ++n) {   // prefix: dq, and the row's partials dpk, dpv
+          double s = 0;
+          for (int e = 0; e < DV; ++e) s += doi[e] * (*pr.pv)[(pre0 + n) * DV + e];
+          const double dsn = pp[n] * (s - del);
+          double* dqi = &dqr[(((size_t)b * T + i) * H + h) * DQK];
+          double* dpkn = &r.dpk[(((size_t)b * HKV + g) * NP + n) * DQK];
+          double* dpvn = &r.dpv[(((size_t)b * HKV + g) * NP + n) * DV];
+          for (int e = 0; e < DQK; ++e) {
+            dqi[e] += scale * dsn * (*pr.pk)[(pre0 + n) * DQK + e];
+            dpkn[e] += scale * dsn * qi[e];
+          }
+          for (int e = 0; e < DV; ++e) dpvn[e] += pp[n] * doi[e];
         }
         for (int j = 0; j < T; ++j) {
           if (!vis[j]) continue;
@@ -337,19 +397,23 @@ template <class C> static void setup() {
   CK(cudaFuncSetAttribute(k_dq<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dq<C::DQK, C::DV>()));
 }
 static int* g_ctr = nullptr;   // device {kSeed, kCtr}: the dropctr input of every launch
-template <class C> static void run_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse) {
-  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_fwd<C::DQK, C::DV>()>>>(q, k, v, g_ctr, out, lse,
+// pk/pv (and dpk/dpv) are used when C::NPRE > 0; the dK/dV grid then has ⌈NPRE/64⌉ more tiles.
+template <class C>
+static void run_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, const bf16* pk = nullptr,
+                    const bf16* pv = nullptr) {
+  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_fwd<C::DQK, C::DV>()>>>(q, k, v, pk, pv, g_ctr, out, lse,
                                                                                     scale_of<C>(), kBase, C::P);
 }
 template <class C>
 static void run_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* out, const bf16* dout, const float* lse,
-                    float* delta, bf16* dq, bf16* dk, bf16* dv) {
+                    float* delta, bf16* dq, bf16* dk, bf16* dv, const bf16* pk = nullptr, const bf16* pv = nullptr,
+                    float* dpk = nullptr, float* dpv = nullptr) {
   const long long th = (long long)C::B * C::T * C::H * attn_bwd_pre_lanes<C::DV>();
   k_pre<C><<<(unsigned)((th + 255) / 256), 256>>>(out, dout, delta);
-  k_dkdv<C><<<dim3(C::B * C::HKV, (C::T + 63) / 64), 128, ag_smem_dkdv<C::DQK, C::DV>()>>>(
-      q, k, v, dout, lse, delta, g_ctr, dk, dv, scale_of<C>(), kBase, C::P);
-  k_dq<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_dq<C::DQK, C::DV>()>>>(q, k, v, dout, lse, delta, g_ctr, dq,
-                                                                                 scale_of<C>(), kBase, C::P);
+  k_dkdv<C><<<dim3(C::B * C::HKV, (C::NPRE + 63) / 64 + (C::T + 63) / 64), 128, ag_smem_dkdv<C::DQK, C::DV>()>>>(
+      q, k, v, pk, pv, dout, lse, delta, g_ctr, dk, dv, dpk, dpv, scale_of<C>(), kBase, C::P);
+  k_dq<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_dq<C::DQK, C::DV>()>>>(q, k, v, pk, pv, dout, lse, delta,
+                                                                                 g_ctr, dq, scale_of<C>(), kBase, C::P);
 }
 
 // Buffers of one configuration: host copies of q/k/v in their layout (qb/kb/vb point into the
@@ -380,6 +444,7 @@ template <class C> struct Bufs {
 
 template <class C>
 static void test_case(const char* name) {
+  if (skip(name)) return;
   constexpr int B = C::B, T = C::T, H = C::H, HKV = C::HKV, DQK = C::DQK, DV = C::DV;
   constexpr size_t N = (size_t)B * T;
   setup<C>();
@@ -389,7 +454,18 @@ static void test_case(const char* name) {
   ddo->put(to_bf(dout));
   Dev<bf16> out(N * H * DV);
   Dev<float> lse((size_t)B * H * T), delta((size_t)B * H * T);
-  run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p);
+  // the prefix (NPRE > 0): pk [NREP,HKV,NPRE,DQK], pv [NREP,HKV,NPRE,DV]; partials per batch row
+  constexpr int NP = C::NPRE;
+  const size_t npk = (size_t)C::NREP * HKV * NP * DQK, npv = (size_t)C::NREP * HKV * NP * DV;
+  const std::vector<float> pk = rnd(npk, 1.f), pv = rnd(npv, 1.f);
+  Dev<bf16> dpk_in(npk), dpv_in(npv);
+  dpk_in.put(to_bf(pk));
+  dpv_in.put(to_bf(pv));
+  const size_t npart_k = (size_t)B * HKV * NP * DQK, npart_v = (size_t)B * HKV * NP * DV;
+  Dev<float> dpk1(npart_k), dpv1(npart_v), dpk2(npart_k), dpv2(npart_v);
+  const bf16* pkp = NP ? dpk_in.p : nullptr;
+  const bf16* pvp = NP ? dpv_in.p : nullptr;
+  run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p, pkp, pvp);
   LAUNCH_CHECK();
 
   // dense copies for the reference
@@ -404,11 +480,17 @@ static void test_case(const char* name) {
       }
     }
   const Rope rope{C::ROPE, C::ROPE_DIM, DQK, (double)kBase};
+  PrefixRef pr;
+  pr.n = NP;
+  pr.nrep = C::NREP;
+  pr.pk = &pk;
+  pr.pv = &pv;
   const Ref ref = reference(B, T, H, HKV, DQK, DV, C::WINDOW, C::SINK, C::ALIBI, rope, scale_of<C>(), DropRef{C::P, C::STREAM},
-                            q, k, v, dout);
-  const std::string s = shp("%s B=%d T=%d H=%d/%d d=%d/%d W=%d S=%d al=%d rope=%d/%d lay=%d%s", name, B, T, H, HKV, DQK, DV,
+                            q, k, v, dout, pr);
+  const std::string s = shp("%s B=%d T=%d H=%d/%d d=%d/%d W=%d S=%d al=%d rope=%d/%d lay=%d%s%s", name, B, T, H, HKV, DQK, DV,
                             C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::LAY,
-                            C::DROP ? shp(" p=%.2f", C::P).c_str() : "");
+                            C::DROP ? shp(" p=%.2f", C::P).c_str() : "",
+                            NP ? shp(" pre=%dx%d", NP, C::NREP).c_str() : "");
   const std::vector<float> gout = from_bf(out.get());
   check("attn out", s, gout, ref.out, 2e-2);
   check("attn lse", s, lse.get(), ref.lse, C::ROPE ? 1e-3 : 1e-4);
@@ -422,7 +504,8 @@ static void test_case(const char* name) {
     g1.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
     g2.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
   }
-  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g1[bufs.qi]->p, g1[bufs.ki]->p, g1[bufs.vi]->p);
+  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g1[bufs.qi]->p, g1[bufs.ki]->p, g1[bufs.vi]->p,
+             pkp, pvp, dpk1.p, dpv1.p);
   LAUNCH_CHECK();
   std::vector<double> rdel((size_t)B * H * T);
   for (int b = 0; b < B; ++b)
@@ -463,17 +546,27 @@ static void test_case(const char* name) {
   check("attn_bwd_dq", s, gq, ref.dq, 2e-2);
   check("attn_bwd_dkdv dk", s, gk, ref.dk, 2e-2);
   check("attn_bwd_dkdv dv", s, gv, ref.dv, 2e-2);
+  if (NP) {   // f32 partials: every element written (the buffers start as NaN in the emulator)
+    check("attn_bwd_dkdv dpk", s, dpk1.get(), ref.dpk, 2e-2);
+    check("attn_bwd_dkdv dpv", s, dpv1.get(), ref.dpv, 2e-2);
+  }
   bool untouched = true;
   for (int i = 0; i < bufs.nb; ++i)
     for (size_t j = 0; j < gg[i].size(); ++j)
       if (!mine[i][j] && gg[i][j] != SENT) untouched = false;
   check_true("attn bwd layout", s, untouched, untouched ? "other columns untouched" : "wrote outside its columns");
-  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g2[bufs.qi]->p, g2[bufs.ki]->p, g2[bufs.vi]->p);
+  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g2[bufs.qi]->p, g2[bufs.ki]->p, g2[bufs.vi]->p,
+             pkp, pvp, dpk2.p, dpv2.p);
   LAUNCH_CHECK();
   bool same = true;
   for (int i = 0; i < bufs.nb; ++i) {
     const std::vector<bf16> a = g1[i]->get(), c = g2[i]->get();
     if (memcmp(a.data(), c.data(), a.size() * sizeof(bf16)) != 0) same = false;
+  }
+  if (NP) {
+    const std::vector<float> a = dpk1.get(), c = dpk2.get(), a2 = dpv1.get(), c2 = dpv2.get();
+    if (memcmp(a.data(), c.data(), a.size() * sizeof(float)) || memcmp(a2.data(), c2.data(), a2.size() * sizeof(float)))
+      same = false;
   }
   check_true("attn bwd", s, same, same ? "deterministic" : "nondeterministic (two runs differ)");
 }
@@ -486,6 +579,7 @@ static void test_case(const char* name) {
 // bf16 rounding cannot blur them; HKV = H (dv would sum a group's heads).
 template <class C>
 static void test_mask(const char* name) {
+  if (skip(name)) return;
   constexpr int B = C::B, T = C::T, H = C::H, DV = C::DV;
   constexpr size_t N = (size_t)B * T;
   static_assert(C::DROP && C::HKV == H && T <= 4 * DV && C::ALIBI == 0, "test_mask: dropout, HKV = H, T <= 4·DV");
@@ -597,10 +691,16 @@ template <class C> static Row bench_case() {
   static_assert(C::LAY == 0, "bench_case: packed layout only");
   Dev<float> lse((size_t)C::B * C::H * C::T), delta((size_t)C::B * C::H * C::T);
   const bf16 *q = bufs.q(), *k = bufs.k(), *v = bufs.v();
-  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p); });
+  // prefix (NPRE > 0): pk/pv and the dK/dV kernel's per-row partials
+  constexpr size_t NPK = (size_t)C::NREP * C::HKV * C::NPRE;
+  Dev<bf16> pk(NPK * C::DQK), pv(NPK * C::DV);
+  pk.put(to_bf(rnd(NPK * C::DQK, 1.f)));
+  pv.put(to_bf(rnd(NPK * C::DV, 1.f)));
+  Dev<float> dpk((size_t)C::B * C::HKV * C::NPRE * C::DQK), dpv((size_t)C::B * C::HKV * C::NPRE * C::DV);
+  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p); });
   const double tfb = time_ms([&] {
-    run_fwd<C>(q, k, v, out.p, lse.p);
-    run_bwd<C>(q, k, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p);
+    run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p);
+    run_bwd<C>(q, k, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p, pk.p, pv.p, dpk.p, dpv.p);
   });
   const double pr = (double)C::B * C::H * (double)pairs(C::T, C::WINDOW, C::SINK);
   const double ff = 2.0 * pr * (C::DQK + C::DV), fb = ff + 2.0 * pr * (3 * C::DQK + 2 * C::DV);
@@ -609,6 +709,18 @@ template <class C> static Row bench_case() {
 template <int T, int d, int W, int S> static void bench_gen() {
   constexpr int BH = bench_bh(T, W, S), H = 16;
   g_rows.push_back(bench_case<Cfg<BH / H, T, H, H, d, d, W, S, 0, 0, 0, 0>>());
+}
+// The learned prefix's cost at the Qwen2-0.5B attention shape (14 heads, 2 kv heads, d = 64,
+// half-split RoPE, packed qkv, T = 2048, NPRE = 48; B = NREP·Bm rows): the kernels with and
+// without the prefix, time per step and the ratio. Ideal extra work: NPRE per query's ~T/2 keys
+// (+4.7%); a ragged 48-entry prefix costs one full 64-key tile per query tile (+6.3%).
+template <int B, int NREP> static void bench_prefix() {
+  using C0 = Cfg<B, 2048, 14, 2, 64, 64, 0, 0, 0, 1, 64, 0>;
+  using C1 = Pre<C0, 48, NREP>;
+  const Row a = bench_case<C0>(), b = bench_case<C1>();
+  printf("bench prefix (Qwen2-0.5B attn: B=%d T=2048 H=14/2 d=64 rope, NPRE=48 NREP=%d): fwd %.3f -> %.3f ms (%+.1f%%), "
+         "fwd+bwd %.3f -> %.3f ms (%+.1f%%)\n", B, NREP, a.fwd_ms, b.fwd_ms, 100.0 * (b.fwd_ms / a.fwd_ms - 1.0), a.fb_ms,
+         b.fb_ms, 100.0 * (b.fb_ms / a.fb_ms - 1.0));
 }
 // the current kernels against these at one GPT-2 shape (causal, packed qkv)
 template <int B, int T, int H, int d> static void bench_old_vs_new() {
@@ -638,13 +750,23 @@ template <int B, int T, int H, int d> static void bench_old_vs_new() {
 }
 
 int main(int argc, char** argv) {
-  bool bench = true, small = false, tests = true;
+  bool bench = true, small = false, bench_pre = false;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--no-bench")) bench = false;
     else if (!strcmp(argv[i], "--small")) small = true, bench = false;
-    else if (!strcmp(argv[i], "--bench-only")) tests = false;   // bench/bench.sh: the tests ran in make test-gpu
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+      bench = false;
+      std::string list = argv[++i];
+      for (size_t a = 0, b; a <= list.size(); a = b + 1) {
+        b = list.find(',', a);
+        if (b == std::string::npos) b = list.size();
+        if (b > a) g_only.push_back(list.substr(a, b - a));
+      }
+    }
+    else if (!strcmp(argv[i], "--bench-only")) g_no_tests = true;   // bench/bench.sh: the tests ran in make test-gpu
+    else if (!strcmp(argv[i], "--bench-prefix")) bench_pre = true, g_no_tests = true, bench = false;
     else {
-      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --bench-only)\n", argv[i]);
+      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --only A,B,..., --bench-prefix, --bench-only)\n", argv[i]);
       return 2;
     }
   }
@@ -657,7 +779,7 @@ int main(int argc, char** argv) {
   CK(cudaGetDeviceProperties(&prop, dev));
   printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 
-  if (tests) {
+  {   // each test skips itself under --only, --bench-only and --bench-prefix
   //          B  T    H  HKV DQK  DV   W    S   AL RP RD  LAY
   test_case<Cfg<1, 200, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>>("mha");           // T not a multiple of 64
   test_case<Cfg<2, 64, 4, 4, 16, 16, 0, 0, 0, 0, 0, 0>>("d16");
@@ -698,6 +820,15 @@ int main(int argc, char** argv) {
   test_case<Drop<Cfg<1, 70, 2, 2, 16, 16, 0, 0, 0, 0, 0, 1>, 50, 7>>("drop p=0.5");
   test_mask<Drop<Cfg<2, 128, 2, 2, 32, 32, 0, 0, 0, 0, 0, 1>, 30, 9>>("mask causal");
   test_mask<Drop<Cfg<1, 120, 3, 3, 16, 32, 24, 4, 0, 0, 0, 0>, 25, 11>>("mask swa");
+  // learned prefix (ParScale): NPRE entries per replica, B = NREP·Bm rows; ragged NPRE and T
+  //              B  T    H  HKV DQK  DV   W    S   AL RP RD  LAY   NPRE NREP
+  test_case<Pre<Cfg<2, 100, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>, 48, 2>>("pre");
+  test_case<Pre<Cfg<4, 70, 4, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 48, 2>>("pre qwen");   // GQA + RoPE, Bm = 2
+  test_case<Pre<Cfg<2, 64, 2, 1, 32, 32, 0, 0, 0, 0, 0, 1>, 64, 1>>("pre 64 mqa");
+  test_case<Pre<Cfg<3, 90, 2, 2, 32, 32, 16, 2, 1, 2, 32, 1>, 80, 3>>("pre swa alibi");   // 2 prefix tiles
+  test_case<Pre<Cfg<2, 80, 2, 2, 128, 128, 0, 0, 0, 1, 128, 0>, 5, 2>>("pre d128");
+  test_case<Pre<Cfg<2, 60, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>, 40, 2>>("pre mla");   // dQ tiles of 32
+  test_case<Pre<Cfg<2, 1, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 3, 2>>("pre T=1");
   if (!small) {
     test_case<Cfg<4, 1024, 4, 4, 64, 64, 0, 0, 0, 0, 0, 0>>("big mha");
     test_case<Cfg<1, 2048, 2, 2, 128, 128, 256, 4, 0, 0, 0, 0>>("big swa");
@@ -707,12 +838,22 @@ int main(int argc, char** argv) {
     test_case<Cfg<1, 1024, 16, 16, 96, 96, 256, 4, 0, 1, 96, 0>>("big d96 swa");
     test_case<Drop<Cfg<1, 1024, 4, 2, 96, 96, 0, 0, 0, 1, 96, 0>, 10, 4>>("big drop d96 gqa");
     test_case<Drop<Cfg<1, 512, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>, 10, 6>>("big drop mla");
+    test_case<Pre<Cfg<2, 1024, 14, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 48, 2>>("big pre qwen2-0.5b");
   }
   }
 
+  if (bench_pre) {
+    CK(cudaEventCreate(&g_e0));
+    CK(cudaEventCreate(&g_e1));
+    bench_prefix<8, 4>();    // P = 4 replicas of 2 sequences
+    bench_prefix<16, 8>();   // P = 8 replicas of 2 sequences
+    CK(cudaEventDestroy(g_e0));
+    CK(cudaEventDestroy(g_e1));
+  }
   if (bench && g_fail == 0) {
     CK(cudaEventCreate(&g_e0));
     CK(cudaEventCreate(&g_e1));
+    bench_prefix<8, 4>();
     bench_old_vs_new<16, 1024, 12, 64>();
     bench_old_vs_new<2, 4096, 16, 128>();
     bench_gen<1024, 64, 0, 0>();

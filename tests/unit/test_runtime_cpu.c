@@ -174,7 +174,7 @@ static void test_plan(void) {
   expect_plan_error("bad ref kind", plan_variant("ref2.plan", "x=act:0 w", "x=blob:0 w"), ":37: bad ref 'blob:0'");
   expect_plan_error("undeclared input", plan_variant("in.plan", "input tokidx i32 18\n", ""), "not declared");
   expect_plan_error("unknown phase", plan_variant("ph.plan", "op 1 fwd", "op 1 sideways"), ":37: unknown phase 'sideways'");
-  expect_plan_error("too many refs", plan_variant("many.plan", "0 6 x=act:0", "0 13 x=act:0"), ":37: too many refs");
+  expect_plan_error("too many refs", plan_variant("many.plan", "0 6 x=act:0", "0 17 x=act:0"), ":37: too many refs");
   expect_plan_error("too few refs", plan_variant("few.plan", "0 6 x=act:0", "0 7 x=act:0"), ":37:");
   expect_plan_error("bad attribute", plan_variant("attr.plan", "eps=1e-5", "eps=abc"), ":37: attribute eps");
   expect_plan_error("op out of sequence", plan_variant("seq.plan", "op 1 fwd", "op 5 fwd"), ":37: op index 5");
@@ -1007,7 +1007,7 @@ static void attn_fd(const char *what, CpuAttn a, int packed) {
   cpu_attn_bwd_pre(out, r, delta, a.B, a.T, a.H, a.DV);
   /* columns of q/k/v rows that belong to no head must stay untouched: mark them, then zero */
   for (long i = 0; i < n; i++) g[i] = 77;
-  cpu_attn_bwd_dkdv(&a, q, k, v, r, lse, delta, dk, dv);
+  cpu_attn_bwd_dkdv(&a, q, k, v, r, lse, delta, dk, dv, NULL, NULL);
   cpu_attn_bwd_dq(&a, q, k, v, r, lse, delta, dq);
   long untouched = 0;
   for (long i = 0; i < n; i++) if (g[i] == 77) { untouched++; g[i] = 0; }

@@ -229,6 +229,8 @@ inline void launch(dim3 g, dim3 b, size_t smem_bytes, std::function<void()> fn) 
 #define blockDim (emu::bdim)
 #define gridDim (emu::gdim)
 inline void __syncthreads() { emu::syncthreads(); }
+// a warp barrier: every live lane of the warp arrives (a collective with no data)
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_op(5, [](emu::WarpSlot&) {}); }
 template <class T> inline T __shfl_xor_sync(unsigned, T v, int o, int = 32) { return emu::shfl_xor(v, o); }
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }

@@ -1,4 +1,4 @@
-"""prep.py — turn templates/*.cuh, tests/gpu/test_kernels.cu and tests/gpu/test_attention_gen.cu into host C++ for the CPU
+"""prep.py — turn templates/*.cuh and tests/gpu/test_{kernels,attention_gen,parscale}.cu into host C++ for the CPU
 emulator (emu.h): PTX wrappers are swapped for emu_ptx.h, dynamic shared memory for the
 emulator's buffer, `<<<…>>>` launches for emu::launch and cuda* calls for emu_cuda* shims.
 Usage (from the repository root, no GPU needed):
@@ -10,6 +10,7 @@ Usage (from the repository root, no GPU needed):
       bin/emu/test_attention_gen_emu.cpp -o bin/test_attention_gen_emu
   bin/test_attention_gen_emu --small       # small cases only, no benchmark
   make bin/test_decode_emu && bin/test_decode_emu   # the decode kernel (test_decode.cu; Makefile rule)
+  (test_parscale likewise: bin/emu/test_parscale_emu.cpp → bin/test_parscale_emu --small)
 """
 import re, sys, os
 src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -18,6 +19,11 @@ if len(sys.argv) != 2:
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 def rd(p): return open(p).read()
+def wr(p, text):   # only when the text changed (keeps make's timestamps), atomically (make -j)
+    if os.path.exists(p) and rd(p) == text: return
+    tmp = '%s.%d.tmp' % (p, os.getpid())
+    open(tmp, 'w').write(text)
+    os.replace(tmp, p)
 # templates
 for f in os.listdir(src + '/templates'):
     if not f.endswith('.cuh'): continue
@@ -36,8 +42,11 @@ for f in os.listdir(src + '/templates'):
         s = s[:a] + '#include "emu_ptx_gen.h"\n' + s[b:]
         s2 = s.replace('extern __shared__ __align__(16) unsigned char ag_smem[];', 'unsigned char* ag_smem = emu::smem.data();')
         assert s2.count('emu::smem.data()') == 3; s = s2
+    if f == 'parscale.cuh':
+        s2 = s.replace('extern __shared__ __align__(16) unsigned char ps_smem[];', 'unsigned char* ps_smem = emu::smem.data();')
+        assert s2.count('emu::smem.data()') == 2; s = s2
     assert 'asm' not in re.sub(r'//.*', '', s), f
-    open(out + '/' + f, 'w').write(s)
+    wr(out + '/' + f, s)
 # test programs
 def prep_test(name):
   s = rd(src + '/tests/gpu/' + name + '.cu')
@@ -61,6 +70,6 @@ def prep_test(name):
   s, n = re.subn(r'(\w+(?:<[^;<>]*>)?)<<<(.*?)>>>\((.*?)\);', launch, s, flags=re.S)
   print(name + ': launches rewritten:', n, file=sys.stderr)
   assert '<<<' not in s
-  open(out + '/' + name + '_emu.cpp', 'w').write(s)
-for t in ('test_kernels', 'test_attention_gen', 'test_decode'):
+  wr(out + '/' + name + '_emu.cpp', s)
+for t in ('test_kernels', 'test_attention_gen', 'test_decode', 'test_parscale'):
   prep_test(t)
