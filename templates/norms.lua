@@ -12,10 +12,13 @@ local function NC(a, what)
   assert(C % 8 == 0, what .. ": C = " .. C .. " must be a multiple of 8")
   return N, C
 end
-local function rows(what)
+-- min_blocks 4 (a 64-register budget) for rows of up to 4 chunks per lane (C ≤ 1024): with
+-- maxntid alone ptxas aims at 48 registers there and spills (add_rmsnorm at C = 896, Qwen2-0.5B).
+-- Wider rows, and the backward (two row arrays live), keep more in registers: no second bound.
+local function rows(what, fwd)
   return function(a)
-    local N = NC(a, what)
-    return { grid = {(N + 7) // 8, 1, 1}, block = {256, 1, 1}, smem = 0 }
+    local N, C = NC(a, what)
+    return { grid = {(N + 7) // 8, 1, 1}, block = {256, 1, 1}, smem = 0, min_blocks = fwd and C <= 1024 and 4 or nil }
   end
 end
 local function flat8(what)
@@ -37,13 +40,13 @@ return {
     rmsnorm = {
       fn = "rmsnorm_fwd", tparams = { "N", "C" }, consts = { "eps" },
       args = { {"x","const bf16*"}, {"w","const bf16*"}, {"out","bf16*"}, {"rstd","float*"} },
-      launch = rows("rmsnorm"),
+      launch = rows("rmsnorm", true),
     },
     add_rmsnorm = {
       fn = "add_rmsnorm_fwd", tparams = { "N", "C" }, consts = { "eps" },
       args = { {"a","const bf16*"}, {"b","const bf16*"}, {"w","const bf16*"}, {"sum","bf16*"}, {"out","bf16*"},
                {"rstd","float*"} },
-      launch = rows("add_rmsnorm"),
+      launch = rows("add_rmsnorm", true),
     },
     rmsnorm_bwd = {
       fn = "rmsnorm_bwd", tparams = { "N", "C", "acc" }, consts = {},
