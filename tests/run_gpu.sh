@@ -4,7 +4,9 @@
 # determinism, and a short real-size training run.
 #   GPU_PARTS   which parts run (default all): base (foundation), data (issue 3: resume, HF GPT-2
 #               checkpoints), vocab (issue 4: attention kernels, every golden, transformers, SWA-MLA)
-#   GOLDENS     vocab: only these golden names (default: every line of tests/golden/goldens.txt)
+#               decode (the KV-cache program of every attention variant), parscale (issue 5: kernels, goldens,
+#               op by op, Qwen2 import/export against transformers)
+#   GOLDENS     vocab: only these golden names (default: every line of tests/golden/goldens.txt but ps_*)
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh
@@ -13,24 +15,60 @@ RT=bin/runtime
 GOLDEN=tests/golden/gpt2_tiny.safetensors
 GOLDEN_SET="--set model.vocab_size=500 --set train.batch_size=2"
 
-GPU_PARTS=${GPU_PARTS:-"base data vocab"}
+GPU_PARTS=${GPU_PARTS:-"base data vocab decode parscale"}
 part() { case " $GPU_PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 check "GPU present" nvidia-smi -L
+# gpu_goldens: every golden of tests/golden/goldens.txt that `wanted` picks (GOLDEN_SET vocab: all but ps_*,
+# or only GOLDENS; GOLDEN_SET parscale: the ps_* cases), generated 8 at a time (NVRTC is single-threaded),
+# then compared one by one.
+gen_golden() {  # NAME SPEC SETS...: the golden's program in $TMPDIR/gv_NAME (log in .log)
+  local name=$1 spec=$2; shift 2
+  local args=() kv
+  for kv in "$@"; do args+=(--set "$kv"); done
+  bin/gen "$spec" "${args[@]}" -o "$TMPDIR/gv_$name" >"$TMPDIR/gv_$name.log" 2>&1
+}
+export -f gen_golden; export TMPDIR
+wanted() {
+  case "$1" in ps_*) [ "${GOLDEN_SET:-vocab}" = parscale ]; return ;; esac
+  [ "${GOLDEN_SET:-vocab}" = vocab ] || return 1
+  [ -z "${GOLDENS:-}" ] && return 0; case " $GOLDENS " in *" $1 "*) return 0 ;; esac; return 1
+}
+gpu_goldens() {
+grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | while read -r n rest; do wanted "$n" && echo "$n $rest"; done | xargs -P 8 -L 1 bash -c 'gen_golden "$@"' _
+# Tolerance: 2e-2 relative L2 per tensor, with three stated exceptions. ReLU's derivative is a step: a
+# pre-activation within bf16 rounding of 0 (about 2^-9 ≈ 0.2% of them) takes the other branch than in
+# float64, and the bias and norm gradients above the MLP are sums over 64 rows that cancel to ~1/8 of
+# their terms, so they move by ~√0.002·8 ≈ 4-9% (measured on an H100: 4-9e-2; every smooth MLP stays
+# under 2e-2). DyT's α gradient of the final norm is one scalar Σ over every element, with the same
+# cancellation (6.5e-2). Those cases get 1e-1, and each is also checked op by op against the CPU
+# (each op fed the GPU's own inputs, so no mask flips) at the usual tolerances.
+gpu_tol() { case "$1" in abl_relu|scaletrain_tiny|dyt) echo 1e-1 ;; *) echo 2e-2 ;; esac; }
+while read -r name spec sets; do
+  case "$name" in ''|'#'*) continue ;; esac
+  wanted "$name" || continue
+  if [ -f "$TMPDIR/gv_$name/model.ptx" ]; then
+    tol=$(gpu_tol "$name")
+    check "GPU golden $name vs PyTorch float64 (bf16: rel L2 <= $tol, losses <= 1%)" \
+      $RT "$TMPDIR/gv_$name/model.ptx" --golden "tests/golden/$name.safetensors" --tol "$tol" --loss-tol 1e-2
+    [ "$tol" = 2e-2 ] || check "GPU vs CPU op by op, $name" $RT "$TMPDIR/gv_$name/model.ptx" --check
+  else
+    notok "GPU golden $name: gen" "$(tail -5 "$TMPDIR/gv_$name.log")"
+  fi
+done < tests/golden/goldens.txt
+}
+
+kernel_test() { # NAME BINARY ARGS...: a standalone kernel test (built with make BINARY, needs nvcc)
+  local name=$1 bin=$2; shift 2
+  if [ -x "bin/$bin" ]; then check "$name" "bin/$bin" "$@"
+  else notok "$name" "bin/$bin missing: build it with 'make bin/$bin' (needs nvcc)"; fi
+}
 if part base; then
 if [ -x bin/test_kernels ]; then
   check "kernel tests (each kernel vs a CPU double reference)" bin/test_kernels
 else
   notok "kernel tests" "bin/test_kernels missing: build it with 'make bin/test_kernels' (needs nvcc)"
 fi
-# generalized attention (with learned prefixes) and the ParScale kernels, each against a CPU double reference
-for t in test_attention_gen test_parscale; do
-  if [ -x bin/$t ]; then
-    check "kernel tests: $t --no-bench" bin/$t --no-bench
-  else
-    notok "kernel tests: $t" "bin/$t missing: build it with 'make bin/$t' (needs nvcc)"
-  fi
-done
 
 for variant in fused unfused; do
   flag=""; [ $variant = unfused ] && flag=--no-fuse
@@ -126,41 +164,8 @@ fi # data
 
 # ---- Issue 4 on the GPU: the generalized attention kernels, every golden, transformers, a real-size SWA-MLA.
 if part vocab; then
-if [ -x bin/test_attention_gen ]; then
-  check "generalized attention kernels (each variant vs a CPU double reference)" bin/test_attention_gen --no-bench
-else
-  notok "generalized attention kernels" "bin/test_attention_gen missing: build it with 'make bin/test_attention_gen' (needs nvcc)"
-fi
-# Generate every golden's program first, 8 at a time (NVRTC is single-threaded), then compare one by one.
-gen_golden() {  # NAME SPEC SETS...: the golden's program in $TMPDIR/gv_NAME (log in .log)
-  local name=$1 spec=$2; shift 2
-  local args=() kv
-  for kv in "$@"; do args+=(--set "$kv"); done
-  bin/gen "$spec" "${args[@]}" -o "$TMPDIR/gv_$name" >"$TMPDIR/gv_$name.log" 2>&1
-}
-export -f gen_golden; export TMPDIR
-wanted() { [ -z "${GOLDENS:-}" ] && return 0; case " $GOLDENS " in *" $1 "*) return 0 ;; esac; return 1; }
-grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | while read -r n rest; do wanted "$n" && echo "$n $rest"; done | xargs -P 8 -L 1 bash -c 'gen_golden "$@"' _
-# Tolerance: 2e-2 relative L2 per tensor, with three stated exceptions. ReLU's derivative is a step: a
-# pre-activation within bf16 rounding of 0 (about 2^-9 ≈ 0.2% of them) takes the other branch than in
-# float64, and the bias and norm gradients above the MLP are sums over 64 rows that cancel to ~1/8 of
-# their terms, so they move by ~√0.002·8 ≈ 4-9% (measured on an H100: 4-9e-2; every smooth MLP stays
-# under 2e-2). DyT's α gradient of the final norm is one scalar Σ over every element, with the same
-# cancellation (6.5e-2). Those cases get 1e-1, and each is also checked op by op against the CPU
-# (each op fed the GPU's own inputs, so no mask flips) at the usual tolerances.
-gpu_tol() { case "$1" in abl_relu|scaletrain_tiny|dyt) echo 1e-1 ;; *) echo 2e-2 ;; esac; }
-while read -r name spec sets; do
-  case "$name" in ''|'#'*) continue ;; esac
-  wanted "$name" || continue
-  if [ -f "$TMPDIR/gv_$name/model.ptx" ]; then
-    tol=$(gpu_tol "$name")
-    check "GPU golden $name vs PyTorch float64 (bf16: rel L2 <= $tol, losses <= 1%)" \
-      $RT "$TMPDIR/gv_$name/model.ptx" --golden "tests/golden/$name.safetensors" --tol "$tol" --loss-tol 1e-2
-    [ "$tol" = 2e-2 ] || check "GPU vs CPU op by op, $name" $RT "$TMPDIR/gv_$name/model.ptx" --check
-  else
-    notok "GPU golden $name: gen" "$(tail -5 "$TMPDIR/gv_$name.log")"
-  fi
-done < tests/golden/goldens.txt
+kernel_test "generalized attention kernels (each variant, prefixes too, vs a CPU double reference)" test_attention_gen --no-bench
+GOLDEN_SET=vocab gpu_goldens
 if [ -z "${GOLDENS:-}" ]; then
 check "GPU vs CPU op by op, swamla_tiny golden" $RT "$TMPDIR/gv_swamla_tiny/model.ptx" --check
 check "GPU vs CPU op by op, GQA + SWA at T=50" $RT "$TMPDIR/gv_swa_t50_gqa/model.ptx" --check
@@ -186,5 +191,46 @@ falls_ss() {
 check "swamla_small trains on the GPU (loss falls > 20% in 40 steps)" falls_ss
 fi # all goldens
 fi # vocab
+
+# ---- The KV-cache decode program of every attention variant (attn_decode).
+if part decode; then
+kernel_test "attn_decode kernel == CPU op (GQA, RoPE both layouts, ALiBi, SWA + sinks, MLA 192/128)" test_decode
+dec_check() { # NAME SPEC SETS...: gen, then --decode-check on the GPU
+  local name=$1 spec=$2; shift 2
+  local args=() kv
+  for kv in "$@"; do args+=(--set "$kv"); done
+  if out=$(bin/gen "$spec" "${args[@]}" -o "$TMPDIR/dec_$name" 2>&1); then
+    check "GPU KV-cache decoding == forward pass logits, $name (rel L2 <= 2e-2)" $RT "$TMPDIR/dec_$name/model.ptx" --decode-check
+  else notok "gen for decode $name" "$out"; fi
+}
+dec_check swamla_tiny specs/swamla_tiny.lua model.vocab_size=250 model.mlp_hidden=64 model.swa_window=8 model.swa_sink=2 train.batch_size=2
+dec_check rope_gqa_T256 specs/ablation_rope.lua model.attention=gqa model.n_kv_head=2 model.n_layer=2 model.seq_len=256 train.batch_size=2
+dec_check alibi specs/ablation_alibi.lua model.n_layer=2 model.seq_len=256 train.batch_size=2
+dec_check swamla_small_3l specs/swamla_small.lua model.n_layer=3 train.batch_size=1
+dec_check qwen2_p1 specs/parscale_tiny.lua parscale.n=1
+fi # decode
+
+# ---- ParScale (issue 5): kernels, goldens (P = 1, 2, 4; cross-replica attention; frozen backbone; window;
+# accumulation), op by op, the Qwen2 import/export against transformers, and the 0.5B shape trains.
+if part parscale; then
+kernel_test "ParScale kernels (replicate, interleave, prefix reduce, cra, aggregate) vs a CPU double reference" test_parscale --no-bench
+kernel_test "attention with learned prefixes (NPRE > 0) vs a CPU double reference" test_attention_gen --only pre
+kernel_test "cross-entropy at Qwen2's vocabulary (streamed rows)" test_kernels --xent
+GOLDEN_SET=parscale gpu_goldens
+check "GPU vs CPU op by op, P = 4 with cross-replica attention" $RT "$TMPDIR/gv_ps_p4_cra/model.ptx" --check
+check "Qwen2 import (GPU and CPU) and export == transformers Qwen2ForCausalLM" python3 tests/reference/qwen2_roundtrip.py
+pb="$TMPDIR/ps_basic"
+check "gen parscale_basic (Qwen2-0.5B shape, P = 4), T = 1024, B = 1" bin/gen specs/parscale_basic.lua \
+  --set model.seq_len=1024 --set train.batch_size=1 --set train.warmup_steps=5 -o "$pb"
+falls_ps() {
+  local log first last
+  log=$($RT "$pb/model.ptx" --train --steps 30 --log-every 10 2>&1) || { echo "$log" | tail -5; return 1; }
+  echo "$log" | tail -2
+  first=$(grep -m1 -oE 'loss [0-9.]+' <<<"$log" | awk '{print $2}')
+  last=$(grep -oE 'loss [0-9.]+' <<<"$log" | tail -1 | awk '{print $2}')
+  awk -v f="$first" -v l="$last" 'BEGIN { exit !(f > 0 && l < 0.8 * f) }'
+}
+check "parscale_basic trains on the GPU (loss falls > 20% in 30 steps)" falls_ps
+fi # parscale
 
 summary
