@@ -64,6 +64,7 @@ local SCHEMA = {
   parscale = {
     n = { type = "int", default = 1 },
     n_tokens = { type = "int", default = 48 },
+    prefix_std = { type = "number", gt = 0, default = 0.02 },   -- init std of the prefix keys/values
     attn_smooth = { type = "number", default = 0.01 },
     cross_attn = { type = "bool", default = false },
     cross_attn_layers = { type = "list", of = { type = "int" }, default = {} }, -- empty: every layer
@@ -413,7 +414,7 @@ local function parscale_rules(spec, cfg, layers)
     for l = 0, m.n_layer - 1 do cra[l] = true end
   end
   for l = 0, m.n_layer - 1 do if cra[l] then list[#list + 1] = l end end
-  return { n = P, n_tokens = ps.n_tokens, eps = ps.attn_smooth,
+  return { n = P, n_tokens = ps.n_tokens, eps = ps.attn_smooth, prefix_std = ps.prefix_std,
     cra_layers = setmetatable(list, util.array_mt), freeze = ps.freeze_backbone }
 end
 

@@ -168,8 +168,8 @@ local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
   if ps.n > 1 then
     -- ParScale: per-replica prefix keys and values [P, Hkv, NPRE, d], never rotated
     local shape = { ps.n, Hkv, ps.n_tokens, d }
-    pre = { pk = g:param(p .. ".attn.prefix_k", shape, "normal", 0.02, false),
-      pv = g:param(p .. ".attn.prefix_v", shape, "normal", 0.02, false), n = ps.n_tokens, rep = ps.n }
+    pre = { pk = g:param(p .. ".attn.prefix_k", shape, "normal", ps.prefix_std, false),
+      pv = g:param(p .. ".attn.prefix_v", shape, "normal", ps.prefix_std, false), n = ps.n_tokens, rep = ps.n }
   end
   local plain = not pre and L.attention == "full" and Hkv == H and (m.position == "learned" or m.position == "sinusoidal"
     or m.position == "none") and (m.dropout.attn == 0 or ph ~= "fwd") and (d == 16 or d == 32 or d == 64 or d == 128)

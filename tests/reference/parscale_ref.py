@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import decoder_ref as dr  # noqa: E402
 
 DTYPE = dr.DTYPE
-PS_DEFAULTS = {"n": 1, "n_tokens": 48, "attn_smooth": 0.01, "cross_attn": False, "cross_attn_layers": [],
+PS_DEFAULTS = {"n": 1, "n_tokens": 48, "prefix_std": 0.02, "attn_smooth": 0.01, "cross_attn": False, "cross_attn_layers": [],
                "freeze_backbone": False}
 dr.FAMILY_DEFAULTS.setdefault("qwen2", {"norm": "rmsnorm", "mlp": "swiglu", "position": "rope", "rope_layout": "half",
                                         "rope_base": 1e6, "attn_bias": True, "proj_bias": False, "mlp_bias": False,
@@ -92,8 +92,8 @@ def make_expected_params(ps):
             e[name] = {"shape": list(shape), "init": init, "std": std, "decay": decay, "frozen": False}
 
         for l in range(m["n_layer"]):
-            add(f"h.{l}.attn.prefix_k", [P, Hkv, NP, d], "normal", 0.02)
-            add(f"h.{l}.attn.prefix_v", [P, Hkv, NP, d], "normal", 0.02)
+            add(f"h.{l}.attn.prefix_k", [P, Hkv, NP, d], "normal", float(ps["prefix_std"]))
+            add(f"h.{l}.attn.prefix_v", [P, Hkv, NP, d], "normal", float(ps["prefix_std"]))
         for l in ps["cra"]:
             add(f"h.{l}.cra.ln.weight", [D], "ones")
             add(f"h.{l}.cra.c_attn.weight", [3 * H * d, D], "normal", 0.02, True)
