@@ -89,16 +89,27 @@ local ROPE = { half = 1, adjacent = 2 }
 
 -- Decode: the same layout attrs over one row per sequence (B = Bs sequences, T = the cache
 -- length); the op appends k̃ = R_pos·k and v to KV caches of HKV heads kept for the whole
--- generation and attends from position dpos (docs/ir.md "Decode").
-local function attn_decode_op(g, cfg, name, q, k, v, lay, B, T)
+-- generation and attends from position dpos (docs/ir.md "Decode"). With ParScale's prefixes (pre)
+-- the B = P rows are the replicas (Bs = 1): each also sees its NPRE prefix entries, read from the
+-- parameters (refs pk, pv after v; attrs NPRE, NREP as attn), never copied into the cache.
+local function attn_decode_op(g, cfg, name, q, k, v, lay, B, T, pre)
   local kc = g:tensor(name .. ".kcache", { B, T, lay.HKV * lay.DQK }, "bf16")
   local vc = g:tensor(name .. ".vcache", { B, T, lay.HKV * lay.DV }, "bf16")
   g.tensors[kc].keep, g.tensors[vc].keep = "dec", "dec" -- live across decode steps
   local out = g:tensor(name .. ".out", { B, lay.H * lay.DV }, "bf16")
   local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = cfg.model.rope_base }
   for key, val in pairs(lay) do a[key] = val end
-  g:op("attn_decode", "dec", name, { { "q", q }, { "k", k }, { "v", v }, { "pos", "dpos" },
-    { "kcache", kc, out = true }, { "vcache", vc, out = true }, { "out", out, out = true } }, a)
+  local refs = { { "q", q }, { "k", k }, { "v", v } }
+  if pre then
+    refs[#refs + 1] = { "pk", pre.pk }
+    refs[#refs + 1] = { "pv", pre.pv }
+    a.NPRE, a.NREP = pre.n, pre.rep
+  end
+  refs[#refs + 1] = { "pos", "dpos" }
+  refs[#refs + 1] = { "kcache", kc, out = true }
+  refs[#refs + 1] = { "vcache", vc, out = true }
+  refs[#refs + 1] = { "out", out, out = true }
+  g:op("attn_decode", "dec", name, refs, a)
   return out
 end
 
@@ -107,8 +118,7 @@ end
 -- extra keys/values of each replica that every query of that replica sees.
 local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T, pre)
   if ph == "dec" then
-    assert(not pre, "the decode program has no ParScale prefixes (decodable() refuses P > 1)")
-    return attn_decode_op(g, cfg, name, q, k, v, lay, B, T)
+    return attn_decode_op(g, cfg, name, q, k, v, lay, B, T, pre)
   end
   local m = cfg.model
   local out = g:tensor(name .. ".out", { n, lay.H * lay.DV }, "bf16")
@@ -280,11 +290,10 @@ local function embed(g, cfg, ph, pfx, tokens, n, pos)
 end
 
 -- Whether the one-token decode program can express this model: attn_decode takes every layout
--- and mask of attn (GQA/MQA, MLA, RoPE, ALiBi, window + sinks) — every model this builder makes
--- except ParScale with P > 1: its P prefixed streams and the aggregation have no decode path yet
--- (issue 5), so such plans carry no decode program and --generate says so.
+-- and mask of attn (GQA/MQA, MLA, RoPE, ALiBi, window + sinks, ParScale prefixes), and the P > 1
+-- streams are the same ops over P rows — every model this builder makes.
 local function decodable(cfg)
-  return cfg.derived.parscale.n == 1
+  return true
 end
 
 function M.decoder(cfg)
@@ -328,7 +337,16 @@ function M.decoder(cfg)
   if decodable(cfg) then
     local Bs = 1
     local dtok, dpos = g:input("dtokens", { Bs }), g:input("dpos", { 1 })
-    trunk(g, cfg, "dec", "dec.", embed(g, cfg, "dec", "dec.", dtok, Bs, dpos), Bs, Bs, T)
+    local xd = embed(g, cfg, "dec", "dec.", dtok, Bs, dpos)
+    if P > 1 then
+      -- ParScale: the token replicated to P rows (replica-major, as training); the P streams are
+      -- batched in every op up to the aggregation, which leaves one row for the head
+      local xr = g:tensor("dec.parscale.replicate", { P * Bs, D }, "bf16")
+      g:op("ps_replicate", "dec", "dec.parscale.replicate", { { "x", xd }, { "out", xr, out = true } },
+        { N = Bs, C = D, P = P })
+      xd = xr
+    end
+    trunk(g, cfg, "dec", "dec.", xd, P * Bs, P * Bs, T)
   end
 
   -- FLOPs per token: 6 per trainable parameter (forward + backward matmuls) plus attention:

@@ -741,12 +741,14 @@ void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, 
  * path's attention sees after RoPE: kcache [B, T, HKV, DQK] = k̃_j = R_j·K_j (rotated once, at its
  * own position j), vcache [B, T, HKV, DV]. The op appends row pos, then for query head h
  *   s_j = c·(q̃·k̃_j) − ALIBI·m_h·(pos − j)   for vis(pos, j),  q̃ = R_pos·Q
- *   out_h = Σ_j softmax_j(s)·v_j                                  (dropout never applies) */
+ *   out_h = Σ_j softmax_j(s)·v_j                                  (dropout never applies)
+ * With ParScale prefixes (NPRE > 0) the softmax also runs over the NPRE entries of b's replica
+ * p = b/(B/NREP): ŝ_n = c·(q̃·K̂_n), values V̂_n, read from pk, pv (never rotated, no ALiBi, always visible). */
 void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const float *v, int pos, float *kcache,
                      float *vcache, float *out) {
   long T = a->T, DQK = a->DQK, DV = a->DV, HKV = a->HKV;
   double *s = xmalloc((size_t)(pos + 1) * sizeof *s), *acc = xmalloc((size_t)DV * sizeof *acc);
-  double *qr = xmalloc((size_t)DQK * sizeof *qr);
+  double *qr = xmalloc((size_t)DQK * sizeof *qr), *ps = xmalloc((size_t)(a->NPRE + 1) * sizeof *ps);
   for (long b = 0; b < a->B; b++) {
     float *kc = kcache + b * T * HKV * DQK, *vc = vcache + b * T * HKV * DV;
     for (long g = 0; g < HKV; g++) {
@@ -762,6 +764,8 @@ void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const flo
       for (long e = 0; e < DQK; e++) qr[e] = qh[e];
       if (a->ROPE) attn_rope(qr, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, pos, 0);
       double m = a->ALIBI ? attn_alibi_slope(h, a->H) : 0.0, mx = -INFINITY, z = 0;
+      attn_pre_scores(a, qr, b, g, 0, ps);   /* the prefix entries of b's replica (none when NPRE = 0) */
+      for (long n = 0; n < a->NPRE; n++) if (ps[n] > mx) mx = ps[n];
       for (long j = 0; j <= pos; j++) {
         if (!attn_visible(a, pos, j)) { s[j] = -INFINITY; continue; }
         const float *kj = kc + (j * HKV + g) * DQK;
@@ -771,6 +775,12 @@ void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const flo
         if (s[j] > mx) mx = s[j];
       }
       memset(acc, 0, (size_t)DV * sizeof *acc);
+      for (long n = 0; n < a->NPRE; n++) {
+        double p = exp(ps[n] - mx);
+        const float *vn = attn_pre(a, a->pv, DV, b, g, n);
+        z += p;
+        for (long e = 0; e < DV; e++) acc[e] += p * vn[e];
+      }
       for (long j = 0; j <= pos; j++) {
         if (s[j] == -INFINITY) continue;
         double p = exp(s[j] - mx);
@@ -781,7 +791,7 @@ void cpu_attn_decode(const CpuAttn *a, const float *q, const float *k, const flo
       for (long e = 0; e < DV; e++) out[b * a->H * DV + h * DV + e] = (float)(acc[e] / z);
     }
   }
-  free(s); free(acc); free(qr);
+  free(s); free(acc); free(qr); free(ps);
 }
 
 void cpu_attn_bwd_pre(const float *out, const float *dout, float *delta, long B, long T, long H, long DV) {

@@ -365,7 +365,7 @@ int main(int argc, char **argv) {
   int sample_explicit = generate || sample_every || prompt;
   if (want_sample) {
     const char *why = NULL;
-    if (!sample_supported(&plan)) why = "the plan has no decode program (gen writes none for parscale.n > 1 yet; an older plan: regenerate it)";
+    if (!sample_supported(&plan)) why = "the plan has no decode program (a plan from an older gen: regenerate it)";
     else if (!(tok = tok_load(tokdir, err, sizeof err))) why = err;
     if (why && sample_explicit) fatal("cannot sample: %s", why);
     if (why) printf("note: no sample at the end: %s\n", why);

@@ -32,7 +32,7 @@ static void dec_open(Decoder *d, Backend *b) {
   memset(d, 0, sizeof *d);
   d->b = b;
   d->p = p;
-  if (!sample_supported(p)) fatal("%s: the plan has no decode program (gen writes none for parscale.n > 1 yet; an older plan: regenerate it)", p->path);
+  if (!sample_supported(p)) fatal("%s: the plan has no decode program (a plan from an older gen: regenerate it)", p->path);
   int ti = plan_input(p, "dtokens"), pi = plan_input(p, "dpos");
   if (ti < 0 || pi < 0) fatal("%s: the decode program needs inputs dtokens and dpos", p->path);
   d->tok = (Ref){.role = "tokens", .kind = REF_INPUT, .idx = ti};

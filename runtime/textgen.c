@@ -8,7 +8,7 @@
 int textgen_print(Backend *b, Tokenizer *tok, const TextGenOpts *o, const char *title, FILE *out, char *err, size_t errlen) {
   const Plan *p = b->plan;
   if (!sample_supported(p)) {
-    snprintf(err, errlen, "%s has no decode program (dec ops): gen writes none for parscale.n > 1 yet; an older plan: regenerate it to sample", p->path);
+    snprintf(err, errlen, "%s has no decode program (dec ops): a plan from an older gen; regenerate it to sample", p->path);
     return -1;
   }
   long V = plan_dim(p, "V"), T = plan_dim(p, "T");

@@ -39,6 +39,10 @@ __device__ void embed_pos_fwd(const int* __restrict__ tokens, const int* __restr
 //        s_j = log2e·(c·(q̃·k̃_j) − ALIBI·m_h·(pos − j))        (lanes split the dims in bf16 pairs)
 //        M' = max(M, s_j);  l = l·2^(M−M') + 2^(s_j−M');  acc = acc·2^(M−M') + 2^(s_j−M')·v_j
 //     (the online softmax; lane owns value pairs lane, lane + 32, …).
+//     With ParScale prefixes (NPRE > 0, the overload taking pk, pv; docs/ir_parscale.md) the NPRE
+//     entries of b's replica ρ = ⌊b/(B/NREP)⌋, PK[ρ,g,n,:] / PV[ρ,g,n,:] (pk [NREP, HKV, NPRE, DQK],
+//     pv [NREP, HKV, NPRE, DV]), come first as keys m < NPRE: never rotated, no ALiBi term, always
+//     visible; the cache keys follow as m − NPRE. The prefix is read from the parameters, never cached.
 //  3. Merge the warps in a fixed order: M* = max_w M_w, f_w = 2^(M_w − M*),
 //     out = Σ_w f_w·acc_w / Σ_w f_w·l_w   (a warp without keys has M_w = −∞: f_w = 0).
 #define AD_WARPS 8
@@ -50,11 +54,13 @@ __device__ __forceinline__ float ad_alibi_slope(int h) {  // as ag_alibi_slope (
   return h < P ? exp2f(-8.f * (float)(h + 1) / (float)P) : exp2f(-4.f * (float)(2 * (h - P) + 1) / (float)P);
 }
 template <int B, int T, int H, int HKV, int DQK, int DV, int LDQ, int LDK, int LDV, int QOFF, int KOFF, int VOFF,
-          int QHS, int KHS, int VHS, int WINDOW, int SINK, int ALIBI, int ROPE, int ROPE_DIM>
-__device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                const int* __restrict__ pos_p, bf16* __restrict__ kcache, bf16* __restrict__ vcache,
-                                bf16* __restrict__ out, float scale, float rope_base) {
+          int QHS, int KHS, int VHS, int WINDOW, int SINK, int ALIBI, int ROPE, int ROPE_DIM, int NPRE, int NREP>
+__device__ void attn_decode_impl(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                 const bf16* __restrict__ pk, const bf16* __restrict__ pv,
+                                 const int* __restrict__ pos_p, bf16* __restrict__ kcache, bf16* __restrict__ vcache,
+                                 bf16* __restrict__ out, float scale, float rope_base) {
   static_assert(H % HKV == 0, "attn_decode: HKV must divide H");
+  static_assert(NPRE >= 0 && (NPRE == 0 || (NREP >= 1 && B % NREP == 0)), "attn_decode: NPRE >= 0, NREP divides B");
   static_assert(DQK % 2 == 0 && DV % 2 == 0 && DQK <= 256 && DV <= 256, "attn_decode: head dims even, at most 256");
   static_assert(ROPE == 0 || (ROPE_DIM % 2 == 0 && ROPE_DIM <= DQK), "attn_decode: ROPE_DIM even, at most DQK");
   constexpr int NW = AD_WARPS, NT = 32 * NW, G = H / HKV, U = AD_UNROLL;
@@ -103,7 +109,10 @@ __device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restri
     qa[i] = p < DQK / 2 ? make_float2(sq[2 * p] * scale * LOG2E, sq[2 * p + 1] * scale * LOG2E) : make_float2(0.f, 0.f);
   }
   const float slope2 = ALIBI ? ad_alibi_slope<H>(h) * LOG2E : 0.f;
-  const int lo = WINDOW == 0 || pos < WINDOW ? 0 : pos - WINDOW + 1, ns = SINK < lo ? SINK : lo, n = ns + pos - lo + 1;
+  const int lo = WINDOW == 0 || pos < WINDOW ? 0 : pos - WINDOW + 1, ns = SINK < lo ? SINK : lo;
+  const int n = NPRE + ns + pos - lo + 1;   // the prefix entries, then the visible cache keys
+  const bf16* pkg = NPRE > 0 ? pk + ((long long)(b / (B / NREP)) * HKV + g) * NPRE * DQK : nullptr;
+  const bf16* pvg = NPRE > 0 ? pv + ((long long)(b / (B / NREP)) * HKV + g) * NPRE * DV : nullptr;
   float M = -MF_INF, l = 0.f, acc[2 * PV];
 #pragma unroll
   for (int i = 0; i < 2 * PV; ++i) acc[i] = 0.f;
@@ -112,20 +121,25 @@ __device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restri
     float s[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {          // loads of U keys first
-      const int m = m0 + u * NW, j = m >= n ? pos : m < ns ? m : lo + m - ns;  // past the end: a dummy
-      const __nv_bfloat162* kr = reinterpret_cast<const __nv_bfloat162*>(kcache + kbase + (long long)j * HKV * DQK);
-      const __nv_bfloat162* vr = reinterpret_cast<const __nv_bfloat162*>(vcache + vbase + (long long)j * HKV * DV);
+      const int m = m0 + u * NW, mc = m - NPRE;
+      const bool pre = m < NPRE;                                                // a prefix entry
+      const int j = m >= n || pre ? pos : mc < ns ? mc : lo + mc - ns;          // past the end: a dummy
+      const bool own = !pre && j == pos;                                        // the staged token
+      const __nv_bfloat162* kr = reinterpret_cast<const __nv_bfloat162*>(
+          pre ? pkg + (long long)m * DQK : kcache + kbase + (long long)j * HKV * DQK);
+      const __nv_bfloat162* vr = reinterpret_cast<const __nv_bfloat162*>(
+          pre ? pvg + (long long)m * DV : vcache + vbase + (long long)j * HKV * DV);
 #pragma unroll
       for (int i = 0; i < PQ; ++i) {
         const int p = lane + 32 * i;
         kx[u][i] = p >= DQK / 2 ? make_float2(0.f, 0.f)
-                 : j == pos ? make_float2(sk[2 * p], sk[2 * p + 1]) : __bfloat1622float2(kr[p]);
+                 : own ? make_float2(sk[2 * p], sk[2 * p + 1]) : __bfloat1622float2(kr[p]);
       }
 #pragma unroll
       for (int i = 0; i < PV; ++i) {
         const int p = lane + 32 * i;
         vx[u][i] = p >= DV / 2 ? make_float2(0.f, 0.f)
-                 : j == pos ? make_float2(sv[2 * p], sv[2 * p + 1]) : __bfloat1622float2(vr[p]);
+                 : own ? make_float2(sv[2 * p], sv[2 * p + 1]) : __bfloat1622float2(vr[p]);
       }
     }
 #pragma unroll
@@ -137,9 +151,9 @@ __device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restri
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {          // the online softmax, keys in order
-      const int m = m0 + u * NW, j = m < ns ? m : lo + m - ns;
+      const int m = m0 + u * NW, mc = m - NPRE, j = mc < ns ? mc : lo + mc - ns;
       if (m >= n) break;
-      const float sj = s[u] - slope2 * (float)(pos - j);
+      const float sj = m < NPRE ? s[u] : s[u] - slope2 * (float)(pos - j);   // prefix: no ALiBi
       const float Mn = fmaxf(M, sj), corr = exp2f(M - Mn), pj = exp2f(sj - Mn);
       l = l * corr + pj;
 #pragma unroll
@@ -171,4 +185,23 @@ __device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restri
     for (int w = 0; w < NW; ++w) o += f[w] * wacc[w][e];
     out[(long long)b * H * DV + h * DV + e] = f2bf(o / L);
   }
+}
+
+// The two entry points: without a prefix (the attn attrs) and with ParScale's (NPRE, NREP; pk, pv after v).
+template <int B, int T, int H, int HKV, int DQK, int DV, int LDQ, int LDK, int LDV, int QOFF, int KOFF, int VOFF,
+          int QHS, int KHS, int VHS, int WINDOW, int SINK, int ALIBI, int ROPE, int ROPE_DIM>
+__device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                const int* __restrict__ pos_p, bf16* __restrict__ kcache, bf16* __restrict__ vcache,
+                                bf16* __restrict__ out, float scale, float rope_base) {
+  attn_decode_impl<B, T, H, HKV, DQK, DV, LDQ, LDK, LDV, QOFF, KOFF, VOFF, QHS, KHS, VHS, WINDOW, SINK, ALIBI, ROPE,
+                   ROPE_DIM, 0, 1>(q, k, v, nullptr, nullptr, pos_p, kcache, vcache, out, scale, rope_base);
+}
+template <int B, int T, int H, int HKV, int DQK, int DV, int LDQ, int LDK, int LDV, int QOFF, int KOFF, int VOFF,
+          int QHS, int KHS, int VHS, int WINDOW, int SINK, int ALIBI, int ROPE, int ROPE_DIM, int NPRE, int NREP>
+__device__ void attn_decode_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                const bf16* __restrict__ pk, const bf16* __restrict__ pv,
+                                const int* __restrict__ pos_p, bf16* __restrict__ kcache, bf16* __restrict__ vcache,
+                                bf16* __restrict__ out, float scale, float rope_base) {
+  attn_decode_impl<B, T, H, HKV, DQK, DV, LDQ, LDK, LDV, QOFF, KOFF, VOFF, QHS, KHS, VHS, WINDOW, SINK, ALIBI, ROPE,
+                   ROPE_DIM, NPRE, NREP>(q, k, v, pk, pv, pos_p, kcache, vcache, out, scale, rope_base);
 }

@@ -33,8 +33,23 @@ local function cfg(a)
     need(c.ROPE_DIM >= 2 and c.ROPE_DIM <= c.DQK and c.ROPE_DIM % 2 == 0, "ROPE_DIM = %d must be even in [2, DQK]", c.ROPE_DIM)
   end
   need((a.dropout or 0) == 0, "dropout = %s: decoding takes no dropout", tostring(a.dropout))
+  -- ParScale prefixes (docs/ir_parscale.md): attrs NPRE (absent or 0 = none) and NREP, refs pk, pv after v
+  c.NPRE = a.NPRE == nil and 0 or I(a, "NPRE", what)
+  need(c.NPRE >= 0, "NPRE = %d must be >= 0 (0 = no prefix)", c.NPRE)
+  if c.NPRE > 0 then
+    c.NREP = I(a, "NREP", what)
+    need(c.NREP >= 1 and c.B % c.NREP == 0, "NREP = %d must be >= 1 and divide B = %d (B = NREP·Bm rows)", c.NREP, c.B)
+  end
   return c
 end
+local function pre_on(a) return a.NPRE ~= nil and a.NPRE ~= 0 end
+local TP_PRE = {}
+for i, k in ipairs(TP) do TP_PRE[i] = k end
+TP_PRE[#TP + 1], TP_PRE[#TP + 2] = "NPRE", "NREP"
+local ARGS = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"pos","const int*"},
+               {"kcache","bf16*"}, {"vcache","bf16*"}, {"out","bf16*"} }
+local ARGS_PRE = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"pk","const bf16*"},
+                   {"pv","const bf16*"}, {"pos","const int*"}, {"kcache","bf16*"}, {"vcache","bf16*"}, {"out","bf16*"} }
 
 return {
   file = "decode.cuh",
@@ -52,10 +67,10 @@ return {
     },
     attn_decode = {
       fn = "attn_decode_fwd",
-      tparams = TP,
+      -- with a prefix: template args NPRE, NREP and the overload taking pk, pv
+      tparams = function(a) return pre_on(a) and TP_PRE or TP end,
       consts = { "scale", "rope_base" },
-      args = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"pos","const int*"},
-               {"kcache","bf16*"}, {"vcache","bf16*"}, {"out","bf16*"} },
+      args = function(a) return pre_on(a) and ARGS_PRE or ARGS end,
       -- one block of 8 warps per (sequence, query head); no dynamic shared memory (online softmax)
       launch = function(a)
         local c = cfg(a)

@@ -5,7 +5,7 @@
 # --generate prints text; and the attn_decode kernel matches the CPU op in the CPU emulator.
 NODROP=(--set model.dropout.attn=0 --set model.dropout.resid=0 --set model.dropout.mlp=0)
 while read -r name spec sets; do
-  case "$name" in ''|'#'*|dropout_*) continue ;; ps_p*) continue ;; esac   # P > 1: no decode program yet (below)
+  case "$name" in ''|'#'*|dropout_*) continue ;; esac   # ps_p*: ParScale's P prefixed streams + aggregation
   args=()
   for kv in $sets; do args+=(--set "$kv"); done
   d="$TMPDIR/dec_$name"
@@ -63,7 +63,14 @@ if out=$(make -s bin/test_decode_emu 2>&1); then
 else
   notok "attn_decode kernel in the CPU emulator: build" "$out"
 fi
-# ParScale with P > 1 has no decode program yet (issue 5): sampling says so instead of failing later
-bin/gen specs/parscale_tiny.lua --set parscale.n=2 -o "$TMPDIR/dec_ps2" --no-compile >/dev/null 2>&1
-check_error "decode-check refuses parscale.n = 2, saying why" 1 'no decode program \(gen writes none for parscale\.n > 1' \
-  bin/runtime "$TMPDIR/dec_ps2/model.ptx" --cpu --decode-check
+# ParScale (P > 1): the token replicated to P rows, prefixes read from the parameters (never cached),
+# the caches hold P replica rows [P, T, HKV·d]; the aggregation leaves one logits row
+ps_dec_ok() {
+  local pl="$TMPDIR/dec_ps_p4/model.plan"
+  [ "$(cache_numel "$TMPDIR/dec_ps_p4" dec.h.0.attn.kcache)" = $((4 * 32 * 32)) ] &&
+  grep -q '^op .* dec ps_replicate' "$pl" && grep -q '^op .* dec ps_aggregate' "$pl" &&
+  [ "$(grep -c '^op .* dec attn_decode .*NPRE=' "$pl")" -ge 2 ]
+}
+check "decode ParScale P = 4: replicate, prefixed attn_decode over [P, T, HKV·d] caches (HKV·d = 32), aggregate" ps_dec_ok
+check "--generate prints text: parscale_tiny with parscale.n = 4" gen_text ps4 specs/parscale_tiny.lua --set parscale.n=4 \
+  --set model.vocab_size=50257

@@ -13,7 +13,8 @@
 // never wrote poisons the output. Variants: MHA, GQA, MQA, RoPE half-split and adjacent (another
 // base), ALiBi with 6 heads, window + sinks (W = 1 with and without sinks, S ≥ W), MLA head dims
 // 192/128 in separate q, k, v buffers, context lengths that are no multiple of the 32 keys a
-// block takes per round.
+// block takes per round; ParScale prefixes (NPRE entries per replica, B = NREP rows: one sequence
+// per replica as the decode program has them, and NREP < B) with MHA, GQA + RoPE, ALiBi, a window.
 #include <cuda_runtime.h>
 #include <cmath>
 #include <cstdint>
@@ -43,8 +44,10 @@ extern "C" {
 // One case: shapes and the attn layout. PACKED: q, k, v are one buffer [B, (H + 2·HKV)·DQK]
 // (the c_attn layout of gen/graph.lua, DV = DQK); else three buffers [B, H·DQK], [B, HKV·DQK],
 // [B, HKV·DV] (the MLA layout).
-template <int B_, int T_, int H_, int HKV_, int DQK_, int DV_, int PACKED_, int W_, int S_, int ALIBI_, int ROPE_, int R_>
+template <int B_, int T_, int H_, int HKV_, int DQK_, int DV_, int PACKED_, int W_, int S_, int ALIBI_, int ROPE_, int R_,
+          int NPRE_ = 0, int NREP_ = 1>
 struct Case {
+  static constexpr int NPRE = NPRE_, NREP = NREP_;   // ParScale prefixes (0: none)
   static constexpr int B = B_, T = T_, H = H_, HKV = HKV_, DQK = DQK_, DV = DV_, PACKED = PACKED_;
   static constexpr int WINDOW = W_, SINK = S_, ALIBI = ALIBI_, ROPE = ROPE_, ROPE_DIM = R_;
   static constexpr int LDQ = PACKED ? (H + 2 * HKV) * DQK : H * DQK, LDK = PACKED ? LDQ : HKV * DQK,
@@ -55,9 +58,15 @@ struct Case {
 
 template <class C>
 __global__ void __launch_bounds__(256)
-k_dec(const bf16* q, const bf16* k, const bf16* v, const int* pos, bf16* kc, bf16* vc, bf16* out, float scale, float base) {
-  attn_decode_fwd<C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS,
-                  C::KHS, C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM>(q, k, v, pos, kc, vc, out, scale, base);
+k_dec(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const int* pos, bf16* kc, bf16* vc,
+      bf16* out, float scale, float base) {
+  if constexpr (C::NPRE > 0)
+    attn_decode_fwd<C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS,
+                    C::KHS, C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::NPRE, C::NREP>(
+        q, k, v, pk, pv, pos, kc, vc, out, scale, base);
+  else
+    attn_decode_fwd<C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS,
+                    C::KHS, C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM>(q, k, v, pos, kc, vc, out, scale, base);
 }
 
 template <class T>
@@ -123,12 +132,24 @@ static void run_case(const char* name, float base = 10000.f) {
   dvc.put(std::vector<bf16>(nvc, to_bf(NAN)));
   const bf16 *pk = C::PACKED ? dq.p : dk.p, *pv = C::PACKED ? dq.p : dv.p;
   std::vector<float> fq(nq), fk(nk), fv(nv), kc(nkc), vc(nvc), out(no);
+  // prefixes pk [NREP, HKV, NPRE, DQK], pv [NREP, HKV, NPRE, DV]: random, fixed for the whole case
+  const size_t npk = (size_t)C::NREP * HKV * C::NPRE * DQK, npv = (size_t)C::NREP * HKV * C::NPRE * DV;
+  Dev<bf16> dpk(npk), dpv(npv);
+  std::vector<float> fpk(npk), fpv(npv);
+  {
+    std::vector<bf16> h(npk), g(npv);
+    for (size_t i = 0; i < npk; i++) { h[i] = to_bf(2.f * urand()); fpk[i] = from_bf(h[i]); }
+    for (size_t i = 0; i < npv; i++) { g[i] = to_bf(urand()); fpv[i] = from_bf(g[i]); }
+    dpk.put(h);
+    dpv.put(g);
+  }
   CpuAttn a;
   memset(&a, 0, sizeof a);
   a.B = B; a.T = T; a.H = H; a.HKV = HKV; a.DQK = DQK; a.DV = DV; a.LDQ = C::LDQ; a.LDK = C::LDK; a.LDV = C::LDV;
   a.QOFF = C::QOFF; a.KOFF = C::KOFF; a.VOFF = C::VOFF; a.QHS = C::QHS; a.KHS = C::KHS; a.VHS = C::VHS;
   a.WINDOW = C::WINDOW; a.SINK = C::SINK; a.ALIBI = C::ALIBI; a.ROPE = C::ROPE; a.ROPE_DIM = C::ROPE_DIM;
   a.scale = scale; a.rope_base = base;
+  a.NPRE = C::NPRE; a.NREP = C::NREP; a.pk = fpk.data(); a.pv = fpv.data();
   double worst = 0;
   int worst_pos = 0;
   for (int pos = 0; pos < T; pos++) {
@@ -145,7 +166,7 @@ static void run_case(const char* name, float base = 10000.f) {
     }
     dq.put(hq);
     dpos.put(std::vector<int>{pos});
-    k_dec<C><<<B * H, 256>>>(dq.p, pk, pv, dpos.p, dkc.p, dvc.p, dout.p, scale, base);
+    k_dec<C><<<B * H, 256>>>(dq.p, pk, pv, dpk.p, dpv.p, dpos.p, dkc.p, dvc.p, dout.p, scale, base);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     cpu_attn_decode(&a, fq.data(), fk.data(), fv.data(), pos, kc.data(), vc.data(), out.data());
@@ -157,8 +178,8 @@ static void run_case(const char* name, float base = 10000.f) {
   bool ok = worst <= 1e-2 && ek <= 1e-2 && ev <= 1e-2;
   if (!ok) failures++;
   printf("%-4s attn_decode %-16s B=%d T=%-3d H=%d HKV=%d DQK=%-3d DV=%-3d W=%-2d S=%d ALIBI=%d ROPE=%d R=%-3d  "
-         "out rel L2 worst %.2e (pos %d), kcache %.2e, vcache %.2e\n",
-         ok ? "ok" : "FAIL", name, B, T, H, HKV, DQK, DV, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, worst,
+         "NPRE=%d NREP=%d  out rel L2 worst %.2e (pos %d), kcache %.2e, vcache %.2e\n",
+         ok ? "ok" : "FAIL", name, B, T, H, HKV, DQK, DV, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::NPRE, C::NREP, worst,
          worst_pos, ek, ev);
 }
 
@@ -182,9 +203,9 @@ static void bench_case(const char* name) {
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   const int reps = 50;
-  for (int r = 0; r < 3; r++) k_dec<C><<<B * H, 256>>>(dq.p, dk.p, dv.p, dpos.p, dkc.p, dvc.p, dout.p, 0.125f, 10000.f);
+  for (int r = 0; r < 3; r++) k_dec<C><<<B * H, 256>>>(dq.p, dk.p, dv.p, nullptr, nullptr, dpos.p, dkc.p, dvc.p, dout.p, 0.125f, 10000.f);
   CK(cudaEventRecord(e0));
-  for (int r = 0; r < reps; r++) k_dec<C><<<B * H, 256>>>(dq.p, dk.p, dv.p, dpos.p, dkc.p, dvc.p, dout.p, 0.125f, 10000.f);
+  for (int r = 0; r < reps; r++) k_dec<C><<<B * H, 256>>>(dq.p, dk.p, dv.p, nullptr, nullptr, dpos.p, dkc.p, dvc.p, dout.p, 0.125f, 10000.f);
   CK(cudaEventRecord(e1));
   CK(cudaEventSynchronize(e1));
   float ms = 0;
@@ -210,6 +231,11 @@ int main(int argc, char** argv) {
   run_case<Case<1, 35, 2, 2, 192, 128, 0, 0, 0, 0, 2, 64>>("mla 192/128");
   run_case<Case<2, 33, 4, 4, 32, 16, 0, 0, 0, 0, 1, 16>>("mla 32/16 half");
   run_case<Case<1, 130, 2, 2, 128, 128, 1, 0, 0, 0, 1, 128>>("long rope d128");
+  //                   B  T   H  HKV DQK DV PACKED W  S ALIBI ROPE R  NPRE NREP
+  run_case<Case<4, 20, 4, 4, 16, 16, 1, 0, 0, 0, 0, 0, 8, 4>>("prefix p4 mha");
+  run_case<Case<2, 36, 4, 2, 32, 32, 1, 0, 0, 0, 1, 32, 37, 2>>("prefix p2 gqa rope");
+  run_case<Case<4, 24, 6, 6, 16, 16, 1, 0, 0, 1, 0, 0, 3, 2>>("prefix B4 R2 alibi");
+  run_case<Case<2, 30, 2, 1, 16, 16, 1, 4, 1, 0, 1, 16, 5, 2>>("prefix swa w4 s1");
   if (bench) {
     bench_case<Case<1, 1024, 12, 12, 64, 64, 1, 0, 0, 0, 0, 0>>("gpt2-124m T=1024");
     bench_case<Case<1, 16384, 12, 12, 64, 64, 1, 0, 0, 0, 0, 0>>("gpt2-124m T=16384");

@@ -487,9 +487,11 @@ int main(int argc, char** argv) {
 
   test_replicate<37, 24, 3>();
   test_replicate<16, 64, 8>();
+  test_replicate<1, 64, 4>();      // the decode program: one token, N = 1
   test_interleave<37, 24, 3>();
   test_interleave<10, 64, 8>();
   test_interleave<5, 16, 32>();
+  test_interleave<1, 64, 4>();     // decode: N = 1
   test_prefix_grad<2, 3, 2 * 48 * 64>();   // Qwen-like: HKV = 2, NPRE = 48, d = 64
   test_prefix_grad<4, 1, 12>();
   test_prefix_grad<3, 5, 40>();
@@ -500,11 +502,13 @@ int main(int argc, char** argv) {
   test_cra<6, 16, 2, 128>();   // 2 warps per block
   test_cra<3, 32, 1, 128>();   // 1 warp per block, P = 32
   test_cra<11, 5, 2, 48>();    // odd P, d not a power of two
+  test_cra<1, 4, 4, 16>();     // decode: N = 1 row per replica
   //              N    D   P
   test_aggregate<37, 96, 3>(0.01f);
   test_aggregate<70, 256, 8>(0.01f);   // 3 blocks of 32 rows (db2 over several partials)
   test_aggregate<20, 40, 2>(0.f);
   test_aggregate<9, 16, 32>(0.1f);
+  test_aggregate<1, 64, 4>(0.01f);      // decode: N = 1
   if (!small) {
     test_replicate<4096, 896, 4>();
     test_interleave<2048, 896, 8>();
