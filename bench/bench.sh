@@ -5,12 +5,15 @@
 #           (eager, torch.compile; SWA through FlexAttention)
 #   attn    the attention kernels alone: bin/test_attention_gen --bench-only, then bench/attention_sdpa.py
 #           (SDPA, FlexAttention) — T = 1024, 4096, 16384, d = 64, 128, causal and SWA (W = 256, S = 4)
+#   parscale  ParScale on the Qwen2-0.5B shape (specs/parscale_basic.lua) for P in $PS_P: training tok/s at
+#           B = $PS_B, T = $PS_T against bench/torch_parscale.py (eager, torch.compile), and batch-1 decoding
+#           (runtime --bench-decode: 64 prompt tokens, then 128 greedy ones) against its eager KV-cache decoder
 #
 # Run on the GPU machine from the repo root after `make`:
 #     bash bench/bench.sh
 # Environment: OUT (log folder, default /tmp/bench), PYTHON (default python3, the one with PyTorch 2.x),
 # BATCHES (default "16 32"), STEPS (timed steps, default 20), WARMUP (default 5),
-# RUN_TIMEOUT (seconds per run, default 300), PARTS (default "gpt2 swamla attn"),
+# RUN_TIMEOUT (seconds per run, default 300), PARTS (default "gpt2 swamla attn parscale"),
 # SWAMLA (default "swamla_small swamla_base").
 #
 # Every system prints `BENCH tok_per_s=... ms_per_step=... mfu=...` as its last line; a run that fails or
@@ -24,14 +27,17 @@ BATCHES=${BATCHES:-"16 32"}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-5}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
-PARTS=${PARTS:-"gpt2 swamla attn"}
+PARTS=${PARTS:-"gpt2 swamla attn parscale"}
 SWAMLA=${SWAMLA:-"swamla_small swamla_base"}
+PS_P=${PS_P:-"1 2 4 8"}
+PS_B=${PS_B:-1}
+PS_T=${PS_T:-2048}
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$LOGS" || { echo "bench.sh: cannot create $LOGS" >&2; exit 1; }
 
-# value KEY from the last BENCH line of log file $1 (empty when there is none)
+# value KEY from the last BENCH line (or TAG line: BENCH_DECODE) of log file $1 (empty when there is none)
 bench_val() {
-  grep '^BENCH ' "$1" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
+  grep "^${3:-BENCH} " "$1" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
 }
 
 # run NAME LOG CMD...: run with a time limit, log stdout+stderr, report one line
@@ -44,6 +50,7 @@ run() {
   local rc=$?
   local tok
   tok=$(bench_val "$log" tok_per_s)
+  [ -n "$tok" ] || tok=$(bench_val "$log" tok_per_s BENCH_DECODE)
   if [ "$rc" -eq 0 ] && [ -n "$tok" ]; then
     echo "bench.sh: $name: $tok tok/s ($((SECONDS - t0)) s) log $log"
   else
@@ -52,10 +59,10 @@ run() {
   fi
 }
 
-# cell LOG KEY: the number, or FAILED
+# cell LOG KEY [TAG]: the number, or FAILED
 cell() {
   local v
-  v=$(bench_val "$1" "$2")
+  v=$(bench_val "$1" "$2" "${3:-BENCH}")
   if [ -n "$v" ]; then echo "$v"; else echo FAILED; fi
 }
 
@@ -111,6 +118,27 @@ if has attn; then
     { echo "bench.sh: bench/attention_sdpa.py: FAILED"; tail -n 5 "$LOGS/attn_torch.log"; }
 fi
 
+if has parscale; then
+  for P in $PS_P; do
+    d=out/bench_ps$P
+    gen_bench "moonforge parscale P=$P" "$LOGS/moonforge_ps$P.log" specs/parscale_basic.lua "$d" --set "parscale.n=$P" \
+      --set "train.batch_size=$PS_B" --set train.grad_accum=1 --set "model.seq_len=$PS_T"
+    for mode in eager compile; do
+      run "torch $mode parscale P=$P" "$LOGS/torch_${mode}_ps$P.log" "$PY" bench/torch_parscale.py --what train --P "$P" \
+        --batch "$PS_B" --seq "$PS_T" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP"
+    done
+    if [ "$PS_B" = 1 ]; then dd=$d; else
+      dd=out/bench_psd$P
+      timeout "$RUN_TIMEOUT" bin/gen specs/parscale_basic.lua -o "$dd" --set "parscale.n=$P" --set train.batch_size=1 \
+        --set "model.seq_len=$PS_T" >"$LOGS/moonforge_psd$P.log.gen" 2>&1
+    fi
+    run "moonforge decode P=$P" "$LOGS/moonforge_psd$P.log" bin/runtime "$dd/model.ptx" --bench-decode \
+      --prompt-tokens 64 --sample-tokens 128
+    run "torch decode P=$P" "$LOGS/torch_psd$P.log" "$PY" bench/torch_parscale.py --what decode --P "$P" --seq "$PS_T" \
+      --prompt-tokens 64 --new-tokens 128
+  done
+fi
+
 # ---- the tables, last
 if has gpt2; then
   echo
@@ -147,4 +175,32 @@ if has attn; then
   grep -E '^bench B\*H' "$LOGS/attn_moonforge.log"
   echo
   sed -n '/^| kernel /,$p' "$LOGS/attn_torch.log"
+fi
+if has parscale; then
+  echo
+  echo "ParScale on Qwen2-0.5B (specs/parscale_basic.lua), training B=$PS_B T=$PS_T (tok/s of data tokens), median of"
+  echo "$STEPS steps after warmup; logs in $LOGS"
+  echo
+  echo "| P | moonforge tok/s | MFU | eager tok/s | compile tok/s | moonforge/eager | moonforge/compile |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
+  for P in $PS_P; do
+    mf=$(cell "$LOGS/moonforge_ps$P.log" tok_per_s)
+    mfu=$(cell "$LOGS/moonforge_ps$P.log" mfu)
+    eg=$(cell "$LOGS/torch_eager_ps$P.log" tok_per_s)
+    cp=$(cell "$LOGS/torch_compile_ps$P.log" tok_per_s)
+    echo "| $P | $mf | $mfu | $eg | $cp | $(ratio "$mf" "$eg") | $(ratio "$mf" "$cp") |"
+  done
+  echo
+  echo "Decoding at batch 1 (64 prompt tokens, then 128 greedy ones; ms per generated token):"
+  echo
+  echo "| P | moonforge ms/token | torch eager ms/token | torch/moonforge | moonforge P/P=1 | torch P/P=1 |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  set -- $PS_P
+  m1=$(cell "$LOGS/moonforge_psd$1.log" ms_per_token BENCH_DECODE)
+  t1=$(cell "$LOGS/torch_psd$1.log" ms_per_token BENCH_DECODE)
+  for P in $PS_P; do
+    m=$(cell "$LOGS/moonforge_psd$P.log" ms_per_token BENCH_DECODE)
+    t=$(cell "$LOGS/torch_psd$P.log" ms_per_token BENCH_DECODE)
+    echo "| $P | $m | $t | $(ratio "$t" "$m") | $(ratio "$m" "$m1") | $(ratio "$t" "$t1") |"
+  done
 fi

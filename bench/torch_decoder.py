@@ -32,13 +32,13 @@ Smoke test without a GPU: --device cpu --preset tiny (3 layers, D 64, 4 heads, V
 """
 import argparse
 import math
-import statistics
-import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import torch_common as C
+from torch_common import RMSNorm, rope_half, rope_tables
 
 PRESETS = {
     # L, D, H, F, B, T, V, W, S, kv_rank, nope, rope, v
@@ -49,35 +49,7 @@ PRESETS = {
 
 
 def die(msg):
-    print(f"torch_decoder: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def rms_norm(x, w, eps=1e-6):
-    if hasattr(F, "rms_norm"):
-        return F.rms_norm(x, (x.shape[-1],), w, eps)
-    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).to(x.dtype) * w
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, n):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(n))
-
-    def forward(self, x):
-        return rms_norm(x, self.weight)
-
-
-def rope_tables(T, dim, base=10000.0):
-    theta = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    ang = torch.arange(T, dtype=torch.float32)[:, None] * theta[None, :]  # [T, dim/2]
-    return ang.cos(), ang.sin()
-
-
-def rope_half(x, cos, sin):  # x [B, H, T, d]: pairs (i, i + d/2)
-    a, b = x.chunk(2, dim=-1)
-    c, s = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat((a * c - b * s, b * c + a * s), dim=-1)
+    C.die("torch_decoder", msg)
 
 
 def rope_adjacent(x, cos, sin):  # pairs (2i, 2i+1)
@@ -212,12 +184,6 @@ def make_swa_attention(c, impl, mode, device):
     return lambda q, k, v: explicit_attention(q, k, v, mask, 1.0 / math.sqrt(d))
 
 
-def lr_at(s, lr=6e-4, min_lr=6e-5, warmup=5, total=1000):
-    if s < warmup:
-        return lr * (s + 1) / warmup
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-
-
 def flops_per_token(model, c, n_params):
     T, H = c["T"], c["H"]
     attn = 0.0
@@ -250,75 +216,24 @@ def main():
         c["T"] = a.seq
     if c["B"] < 1 or c["T"] < 1 or a.steps < 1 or a.warmup < 0:
         die("--batch, --seq and --steps must be ≥ 1 and --warmup ≥ 0")
-    cuda = a.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        die("--device cuda: no CUDA device visible to torch")
-    if a.mode == "compile" and not hasattr(torch, "compile"):
-        die(f"--mode compile: torch {torch.__version__} has no torch.compile")
+    dev = C.setup_device("torch_decoder", a.device, a.mode)
+    cuda = dev.type == "cuda"
     swa_impl = a.swa or ("flex" if cuda else "mask")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    dev = torch.device(a.device)
     B, T, V = c["B"], c["T"], c["V"]
     Vp = (V + 127) // 128 * 128
 
     torch.manual_seed(1337)
     model = SWAMLA(c, Vp, make_swa_attention(c, swa_impl, a.mode, dev)).to(dev)
     n_params = sum(p.numel() for p in model.parameters())  # the tied weight once
-    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("wte.")]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("wte."))]
-    opt_kw = dict(lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
-    if cuda:
-        opt_kw["fused"] = True
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}], **opt_kw)
+    opt = C.adamw(model, lambda n, p: p.dim() == 2 and not n.startswith("wte."))
     step_model = torch.compile(model, mode=a.compile_mode) if a.mode == "compile" else model
-
-    g = torch.Generator(device="cpu").manual_seed(0)
-    data = [(torch.randint(0, V, (B, T), generator=g).to(dev), torch.randint(0, V, (B, T), generator=g).to(dev))
-            for _ in range(4)]
-    params = list(model.parameters())
-    amp = torch.autocast(device_type=a.device, dtype=torch.bfloat16)
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    times, loss = [], None
-    for s in range(a.warmup + a.steps):
-        idx, tgt = data[s % len(data)]
-        sync()
-        t0 = time.perf_counter()
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(s)
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            loss = step_model(idx, tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sync()
-        dt = time.perf_counter() - t0
-        if s >= a.warmup:
-            times.append(dt)
-    if not math.isfinite(float(loss)):
-        die(f"loss is {float(loss)}")
-
-    med = statistics.median(times)
-    tok_s = B * T / med
+    times, loss = C.time_training(model, step_model, opt, C.random_batches(V, B, T, dev), a.warmup, a.steps, dev)
     fpt = flops_per_token(model, c, n_params)
-    mfu = fpt * tok_s / a.peak_flops
-    name = torch.cuda.get_device_name() if cuda else "cpu"
-    print(f"torch {torch.__version__} on {name}: {a.preset} L={c['L']} D={c['D']} H={c['H']} F={c['F']} "
+    print(f"torch {torch.__version__} on {C.device_name(dev)}: {a.preset} L={c['L']} D={c['D']} H={c['H']} F={c['F']} "
           f"layers {''.join('S' if k == 'swa' else 'M' for k in model.kinds)} W={c['W']} S={c['S']} "
           f"MLA r={c['r']} nope={c['dn']} rope={c['dr']} v={c['dv']} V={V} Vp={Vp} N={n_params} B={B} T={T} "
           f"mode={a.mode}{'/' + a.compile_mode if a.mode == 'compile' else ''} swa={swa_impl} fused_adamw={cuda}")
-    print(f"steps {a.steps} after {a.warmup} warmup: median {med * 1e3:.2f} ms, min {min(times) * 1e3:.2f} ms, "
-          f"max {max(times) * 1e3:.2f} ms; last loss {float(loss):.4f}; {fpt / 1e9:.3f} GFLOP/token")
-    if cuda:
-        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    print(f"BENCH tok_per_s={tok_s:.1f} ms_per_step={med * 1e3:.3f} mfu={mfu:.4f}", flush=True)
+    C.report_training(times, loss, B * T, fpt, a.peak_flops, dev)
 
 
 if __name__ == "__main__":

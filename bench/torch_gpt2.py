@@ -23,18 +23,16 @@ the CPU, no fused AdamW, no compile; manual attention where torch lacks scaled_d
 """
 import argparse
 import math
-import statistics
-import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import torch_common as C
+
 
 def die(msg):
-    print(f"torch_gpt2: {msg}", file=sys.stderr)
-    sys.exit(1)
+    C.die("torch_gpt2", msg)
 
 
 class Attention(nn.Module):
@@ -96,12 +94,6 @@ class GPT2(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), targets.view(-1))
 
 
-def lr_at(s, lr=6e-4, min_lr=6e-5, warmup=5, total=1000):
-    if s < warmup:
-        return lr * (s + 1) / warmup
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-
-
 def main():
     ap = argparse.ArgumentParser(description="PyTorch GPT-2 124M training-step benchmark")
     ap.add_argument("--batch", type=int, default=16)
@@ -122,71 +114,18 @@ def main():
     if a.tiny:
         Vp = 512  # the tiny spec's padding
     B, T = a.batch, a.seq
-    cuda = a.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        die("--device cuda: no CUDA device visible to torch")
-    if a.mode == "compile" and not hasattr(torch, "compile"):
-        die(f"--mode compile: torch {torch.__version__} has no torch.compile")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    dev = torch.device(a.device)
+    dev = C.setup_device("torch_gpt2", a.device, a.mode)
 
     torch.manual_seed(1337)
     model = GPT2(L, D, H, T, Vp).to(dev)
     n_params = sum(p.numel() for p in model.parameters())  # parameters() yields the tied weight once
-    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith(("wte.", "wpe."))]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith(("wte.", "wpe.")))]
-    opt_kw = dict(lr=6e-4, betas=(0.9, 0.95), eps=1e-8)
-    if cuda:
-        opt_kw["fused"] = True
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}], **opt_kw)
+    opt = C.adamw(model, lambda n, p: p.dim() == 2 and not n.startswith(("wte.", "wpe.")))
     step_model = torch.compile(model, mode=a.compile_mode) if a.mode == "compile" else model
-
-    # a few batches of random tokens, resident on the device: no input pipeline in the timing
-    g = torch.Generator(device="cpu").manual_seed(0)
-    data = [(torch.randint(0, V, (B, T), generator=g).to(dev), torch.randint(0, V, (B, T), generator=g).to(dev))
-            for _ in range(4)]
-    params = list(model.parameters())
-    amp = torch.autocast(device_type=a.device, dtype=torch.bfloat16)
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    times, loss = [], None
-    for s in range(a.warmup + a.steps):
-        idx, tgt = data[s % len(data)]
-        sync()
-        t0 = time.perf_counter()
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(s)
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            loss = step_model(idx, tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sync()
-        dt = time.perf_counter() - t0
-        if s >= a.warmup:
-            times.append(dt)
-
-    med = statistics.median(times)
-    tok_s = B * T / med
-    flops_per_tok = 6 * n_params + 6 * L * T * D
-    mfu = flops_per_tok * tok_s / a.peak_flops
-    name = torch.cuda.get_device_name() if cuda else "cpu"
-    print(f"torch {torch.__version__} on {name}: GPT-2 L={L} D={D} H={H} V={V} Vp={Vp} N={n_params} "
+    times, loss = C.time_training(model, step_model, opt, C.random_batches(V, B, T, dev), a.warmup, a.steps, dev)
+    print(f"torch {torch.__version__} on {C.device_name(dev)}: GPT-2 L={L} D={D} H={H} V={V} Vp={Vp} N={n_params} "
           f"B={B} T={T} mode={a.mode}{'/' + a.compile_mode if a.mode == 'compile' else ''} "
-          f"fused_adamw={cuda}")
-    print(f"steps {a.steps} after {a.warmup} warmup: median {med * 1e3:.2f} ms, min {min(times) * 1e3:.2f} ms, "
-          f"max {max(times) * 1e3:.2f} ms; last loss {float(loss):.4f}")
-    if cuda:
-        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    print(f"BENCH tok_per_s={tok_s:.1f} ms_per_step={med * 1e3:.3f} mfu={mfu:.4f}", flush=True)
-
+          f"fused_adamw={dev.type == 'cuda'}")
+    C.report_training(times, loss, B * T, 6 * n_params + 6 * L * T * D, a.peak_flops, dev)
 
 if __name__ == "__main__":
     main()

@@ -34,6 +34,10 @@ struct Backend {
   /* pieces, for checks: zero grads+loss; run one op for micro-step `micro` */
   void (*zero_grads)(Backend *);
   void (*run_op)(Backend *, const Op *op, int micro);
+  /* one decode step: every `dec` op in plan order (sample.h sets dtokens/dpos first); the GPU
+   * replays them as one CUDA graph, since a batch-1 token is too little work to pay a launch and
+   * a synchronisation per op */
+  void (*run_decode)(Backend *);
   void (*sync)(Backend *);
 
   float (*read_loss)(Backend *);                          /* mean loss of the last step */

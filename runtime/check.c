@@ -31,7 +31,8 @@ static void run_phase(Backend *b, Phase ph, int micro) {
 
 /* ================= golden ================= */
 
-int check_golden(Backend *b, const char *path, double tol, double loss_tol) {
+int check_golden(Backend *b, const char *path, double tol, double loss_tol, int ntol_for, char *const *tol_for_name,
+                 const double *tol_for) {
   const Plan *p = b->plan;
   char err[2048];
   StFile f;
@@ -115,6 +116,7 @@ int check_golden(Backend *b, const char *path, double tol, double loss_tol) {
   failed |= !(le <= loss_tol);
   float *grads = xmalloc((size_t)pe * sizeof *grads), *gref = xmalloc((size_t)pe * sizeof *gref);
   b->get_grads(b, grads);
+  int *tol_used = xcalloc((size_t)(ntol_for > 0 ? ntol_for : 1), sizeof *tol_used);
   for (int i = 0; i < p->nparam; i++) {
     const Param *pa = &p->params[i];
     snprintf(name, sizeof name, "grad.%s", pa->name);
@@ -123,10 +125,19 @@ int check_golden(Backend *b, const char *path, double tol, double loss_tol) {
       failed = 1;
       continue;
     }
-    double e = rel_l2(grads + pa->offset, gref, pa->numel);
-    printf("  %-40s rel %.3e  %s\n", name, e, verdict(e, tol));
-    failed |= !(e <= tol);
+    double e = rel_l2(grads + pa->offset, gref, pa->numel), t = tol;
+    int own = 0;
+    for (int k = 0; k < ntol_for; k++)
+      if (!strcmp(tol_for_name[k], name)) t = tol_for[k], own = tol_used[k] = 1;
+    printf("  %-40s rel %.3e  %s%s\n", name, e, verdict(e, t), own ? " (own tolerance)" : "");
+    failed |= !(e <= t);
   }
+  for (int k = 0; k < ntol_for; k++)
+    if (!tol_used[k]) {
+      printf("  --tol-for %s: no gradient of that name in %s  FAIL\n", tol_for_name[k], p->name);
+      failed = 1;
+    }
+  free(tol_used);
 
   /* ---- S full optimizer steps from the initial weights ---- */
   b->set_master(b, init);

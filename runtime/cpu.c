@@ -642,6 +642,12 @@ static void cpu_run_op(Backend *be, const Op *op, int micro) {
 
 /* ---- backend interface ---- */
 
+static void cpu_run_decode(Backend *be) {
+  Cpu *c = (Cpu *)be;
+  for (int i = 0; i < c->p->nop; i++)
+    if (c->p->ops[i].phase == PH_DEC) cpu_run_op(be, &c->p->ops[i], 0);
+}
+
 static void cpu_destroy(Backend *be) {
   Cpu *c = (Cpu *)be;
   free(c->master); free(c->grads); free(c->m); free(c->v); free(c->acts); free(c->partials);
@@ -791,6 +797,7 @@ Backend *cpu_backend_new(const Plan *p) {
   b->step = cpu_step;
   b->zero_grads = cpu_zero_grads;
   b->run_op = cpu_run_op;
+  b->run_decode = cpu_run_decode;
   b->sync = cpu_sync;
   b->read_loss = cpu_read_loss;
   b->read_grad_norm = cpu_read_grad_norm;

@@ -85,6 +85,7 @@ typedef struct {
   int tok_in, tokidx_in, tgt_in;                  /* input indices or -1 */
   OpExec *ox;
   CUgraphExec exec;
+  CUgraphExec dec_exec;                           /* the decode program, captured on first use */
   int use_graph, sync_ops, capturing;
   int opt_in;                                     /* the optrange input, or -1 */
   /* several GPUs (dist.h); comm is NULL with one */
@@ -456,6 +457,31 @@ static void gpu_run_op(Backend *bk, const Op *op, int micro) {
   op_cu(op, "execution", cu.StreamSynchronize(g->stream));
 }
 
+static void gpu_run_decode(Backend *bk) {
+  Gpu *g = (Gpu *)bk;
+  const Plan *p = g->p;
+  flush_uploads(g);
+  if (!g->use_graph || g->sync_ops) {
+    for (int i = 0; i < p->nop; i++)
+      if (p->ops[i].phase == PH_DEC) exec_op(g, i, 0);
+    return;
+  }
+  if (!g->dec_exec) {
+    /* the dec kernels read the token and the position from their input buffers, so one capture
+     * serves every position */
+    CUgraph graph;
+    g->capturing = 1;
+    CU_CHECK(cu.StreamBeginCapture(g->stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
+    for (int i = 0; i < p->nop; i++)
+      if (p->ops[i].phase == PH_DEC) exec_op(g, i, 0);
+    CU_CHECK(cu.StreamEndCapture(g->stream, &graph));
+    g->capturing = 0;
+    CU_CHECK(cu.GraphInstantiateWithFlags(&g->dec_exec, graph, 0));
+    CU_CHECK(cu.GraphDestroy(graph));
+  }
+  CU_CHECK(cu.GraphLaunch(g->dec_exec, g->stream));
+}
+
 static void gpu_sync(Backend *bk) {
   Gpu *g = (Gpu *)bk;
   sync_stream(g);
@@ -705,6 +731,7 @@ static void gpu_destroy(Backend *bk) {
   free(g->bucket);
   for (int k = 0; k < 3; k++) free(g->gath[k]);
   if (g->exec) cu.GraphExecDestroy(g->exec);
+  if (g->dec_exec) cu.GraphExecDestroy(g->dec_exec);
   if (g->ox) {
     for (int i = 0; i < g->p->nop; i++) {
       OpExec *x = &g->ox[i];
@@ -1237,6 +1264,7 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   g->b.step = gpu_step;
   g->b.zero_grads = gpu_zero_grads;
   g->b.run_op = gpu_run_op;
+  g->b.run_decode = gpu_run_decode;
   g->b.sync = gpu_sync;
   g->b.read_loss = gpu_read_loss;
   g->b.read_grad_norm = gpu_read_grad_norm;

@@ -42,6 +42,8 @@ static void usage(FILE *f) {
           "  --logits FILE      forward the first B*T tokens of shard FILE with the weights --generate would use;\n"
           "                     write logits [B,T,V], tokens, targets and loss to --out FILE.safetensors\n"
           "  --bench            5 warm-up steps, then time --steps steps; last line BENCH ...\n"
+          "  --bench-decode     time KV-cache decoding as --generate does it: --prompt-tokens ids, then\n"
+          "                     --sample-tokens greedy steps; last line BENCH_DECODE ms_per_token=...\n"
           "  --golden FILE      compare with a golden safetensors file from tests/reference\n"
           "  --gradcheck        finite-difference check of every parameter gradient (CPU)\n"
           "  --check            run every op on the GPU and the CPU and compare (needs a GPU)\n"
@@ -57,6 +59,7 @@ static void usage(FILE *f) {
           "  --log-every K      print a line every K steps (default 10; 0 = summary only)\n"
           "  --tol X            tolerance: golden relative L2 (default 1e-4), --check (default 3e-2)\n"
           "  --loss-tol X       golden: relative tolerance of the losses (default: --tol)\n"
+          "  --tol-for G=X      golden: gradient tensor G (e.g. grad.parscale.agg.fc1.bias) within X instead (repeatable)\n"
           "data and evaluation:\n"
           "  --data GLOB        training shards (llm.c format); without it: the synthetic stream\n"
           "  --val-data GLOB    validation shards (default: GLOB of --data with train_ replaced by val_)\n"
@@ -77,7 +80,9 @@ static void usage(FILE *f) {
           "  --temperature X    default 0.8 (0 = greedy)\n"
           "  --top-k K          default 40 (0 = off)\n"
           "  --no-sample        no sample at the end of training\n"
-          "  --tokenizer DIR    GPT-2 encoder.json + vocab.bpe (default data/gpt2)\n"
+          "  --tokenizer DIR    GPT-2 encoder.json + vocab.bpe, or a Hugging Face vocab.json + merges.txt (default:\n"
+          "                     --init-from's directory when it holds vocab.json, else data/gpt2)\n"
+          "  --prompt-tokens N  --bench-decode: prompt length before the timed steps (default 64)\n"
           "several GPUs (one process per GPU, data parallel; README \"Several GPUs\"; also mpirun, srun, torchrun):\n"
           "  --gpus N           start N processes on this host, one per GPU\n"
           "  --zero 1           ZeRO-1: shard the master weights and AdamW moments over the ranks\n"
@@ -199,12 +204,15 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--plot")) return plot_main(argc, argv);
   const char *ptx = NULL, *golden = NULL, *logits_file = NULL;
-  int train = 0, bench = 0, gradcheck = 0, check = 0, decode_check = 0, use_cpu = 0, generate = 0, prepare = 0, unigram = 0;
+  char *tol_for_name[16];
+  double tol_for[16];
+  int ntol_for = 0;
+  int train = 0, bench = 0, bench_decode = 0, gradcheck = 0, check = 0, decode_check = 0, use_cpu = 0, generate = 0, prepare = 0, unigram = 0;
   long steps = -1, log_every = 10, seed = -1;
   double tol = -1, loss_tol = -1;
   const char *data = NULL, *val_data = NULL, *run_dir_opt = NULL, *init_from = NULL, *prompt = NULL;
-  const char *tokdir = "data/gpt2", *doc_sep = NULL, *out = NULL;
-  long eval_every = 0, eval_batches = 20, save_every = 0, sample_every = 0, sample_tokens = 200, top_k = 40;
+  const char *tokdir = NULL, *doc_sep = NULL, *out = NULL;
+  long eval_every = 0, eval_batches = 20, save_every = 0, sample_every = 0, sample_tokens = -1, top_k = 40, prompt_tokens = 64;
   double temperature = 0.8, val_fraction = 0.05;
   int resume = 0, no_sample = 0, eval_asked = 0;
   long gpus = 0, zero = 0, dist_plan = 0;
@@ -216,6 +224,20 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
     else if (!strcmp(a, "--train")) train = 1;
     else if (!strcmp(a, "--bench")) bench = 1;
+    else if (!strcmp(a, "--bench-decode")) bench_decode = 1;
+    else if (!strcmp(a, "--tol-for")) {
+      const char *v = need_str(a, next), *eq = v ? strchr(v, '=') : NULL;
+      char *end = NULL;
+      double x = eq ? strtod(eq + 1, &end) : 0;
+      if (!eq || eq == v || !end || *end || !(x > 0)) fatal("--tol-for %s: expected GRADIENT=TOLERANCE, e.g. grad.ln_f.weight=5e-2", v);
+      if (ntol_for == 16) fatal("--tol-for: at most 16");
+      tol_for_name[ntol_for] = xmalloc((size_t)(eq - v) + 1);
+      memcpy(tol_for_name[ntol_for], v, (size_t)(eq - v));
+      tol_for_name[ntol_for][eq - v] = 0;
+      tol_for[ntol_for++] = x;
+      i++;
+    }
+    else if (!strcmp(a, "--prompt-tokens")) { prompt_tokens = parse_long_arg(a, next, 1); i++; }
     else if (!strcmp(a, "--gradcheck")) gradcheck = 1;
     else if (!strcmp(a, "--decode-check")) decode_check = 1;
     else if (!strcmp(a, "--check")) check = 1;
@@ -259,11 +281,12 @@ int main(int argc, char **argv) {
     else if (a[0] == '-' && a[1]) { fprintf(stderr, "runtime: unknown option '%s'\n", a); usage(stderr); return 1; }
     else positional[npos++] = a;
   }
-  if (train + bench + gradcheck + check + decode_check + generate + prepare + unigram + (golden != NULL) + (logits_file != NULL) +
+  if (train + bench + bench_decode + gradcheck + check + decode_check + generate + prepare + unigram + (golden != NULL) + (logits_file != NULL) +
       (export_hf != NULL) > 1)
-    fatal("choose at most one of --train, --generate, --logits, --export-hf, --bench, --golden, --gradcheck, --check, --decode-check, "
+    fatal("choose at most one of --train, --generate, --logits, --export-hf, --bench, --bench-decode, --golden, --gradcheck, --check, --decode-check, "
           "--prepare, --unigram");
   if (export_dtype && !export_hf) fatal("--export-dtype goes with --export-hf");
+  if (ntol_for && !golden) fatal("--tol-for goes with --golden");
   char export_dir[4000];
   if (export_hf) { /* "out/" names the directory out: its temporary sibling is out.tmp.PID, not out/.tmp.PID */
     snprintf(export_dir, sizeof export_dir, "%s", export_hf);
@@ -281,6 +304,13 @@ int main(int argc, char **argv) {
     fatal("rank %d of %d (%s): several processes run --train or --bench on the GPU only", dist_rank(), dist_world(),
           dist_env()->launcher);
   if (dump_master && !(train || bench)) fatal("--dump-master goes with --train or --bench");
+  char tokbuf[4200];
+  if (!tokdir && init_from && !prepare) { /* a Hugging Face directory brings its tokenizer */
+    snprintf(tokbuf, sizeof tokbuf, "%s/vocab.json", init_from);
+    if (file_exists(tokbuf)) tokdir = init_from;
+  }
+  if (!tokdir) tokdir = "data/gpt2";
+  if (sample_tokens < 0) sample_tokens = bench_decode ? 128 : 200;
   if (prepare) return run_prepare(tokdir, positional, npos, doc_sep, out, val_fraction);
   if (npos > 1) fatal("more than one model path given ('%s' and '%s')", positional[0], positional[1]);
   ptx = npos ? positional[0] : NULL;
@@ -332,6 +362,12 @@ int main(int argc, char **argv) {
   else snprintf(run_dir, sizeof run_dir, "%s/run", plan.dir[0] ? plan.dir : ".");
 
   /* ---- everything that can be refused is checked before a backend starts or a file is written ---- */
+  if (bench_decode) {
+    if (!sample_supported(&plan)) fatal("--bench-decode: %s has no decode program (regenerate it)", plan_path);
+    if (prompt_tokens + sample_tokens >= T)
+      fatal("--bench-decode: --prompt-tokens %ld + --sample-tokens %ld must stay below the context T = %ld", prompt_tokens,
+            sample_tokens, T);
+  }
   Loader *loader = NULL;
   EvalSet val = {0};
   int have_val = 0;
@@ -520,10 +556,23 @@ int main(int argc, char **argv) {
       free(lg);
       free(ids);
     }
+  } else if (bench_decode) {
+    float *w = xmalloc((size_t)plan.param_elems * sizeof *w), *z = xcalloc((size_t)plan.param_elems, sizeof *z);
+    init_params(&plan, s, w); /* decoding costs the same whatever the weights */
+    b->set_master(b, w);
+    b->set_opt_state(b, z, z);
+    free(w);
+    free(z);
+    double ms_prompt, ms_new;
+    sample_bench(b, (int)prompt_tokens, (int)sample_tokens, s, &ms_prompt, &ms_new);
+    printf("decode %s on %s: batch %ld (sequence 0 sampled), %ld prompt tokens at %.4f ms each, then %ld greedy tokens\n",
+           plan.name, b->name, B, prompt_tokens, ms_prompt, sample_tokens);
+    printf("BENCH_DECODE ms_per_token=%.4f tok_per_s=%.1f\n", ms_new, 1e3 / ms_new);
   } else if (bench) {
     TrainOpts o = {.steps = steps, .seed = s, .log_every = log_every};
     rc = bench_run(b, &o);
-  } else if (golden) rc = check_golden(b, golden, tol > 0 ? tol : 1e-4, loss_tol > 0 ? loss_tol : (tol > 0 ? tol : 1e-4));
+  } else if (golden) rc = check_golden(b, golden, tol > 0 ? tol : 1e-4, loss_tol > 0 ? loss_tol : (tol > 0 ? tol : 1e-4), ntol_for,
+                                  tol_for_name, tol_for);
   else if (gradcheck) rc = check_gradcheck(cpu, s);
   else if (decode_check) rc = check_decode(b, s, tol > 0 ? tol : (gpu ? 2e-2 : 1e-5));
   else if (check) rc = check_ops(cpu, gpu, s, tol > 0 ? tol : 3e-2);

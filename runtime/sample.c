@@ -54,9 +54,8 @@ static void dec_step(Decoder *d, int32_t tok, long pos) {
   float t = (float)tok, q = (float)pos;
   d->b->write_ref(d->b, &d->tok, 0, &t, 1);
   d->b->write_ref(d->b, &d->pos, 0, &q, 1);
-  for (int i = 0; i < d->p->nop; i++)
-    if (d->p->ops[i].phase == PH_DEC) d->b->run_op(d->b, &d->p->ops[i], 0);
-  d->b->read_ref(d->b, d->logits, 0, d->row, d->Vp);
+  d->b->run_decode(d->b);
+  d->b->read_ref(d->b, d->logits, 0, d->row, d->V); /* the padding columns are never sampled */
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -121,5 +120,20 @@ void sample_logits(Backend *b, const int32_t *tokens, int n, float *out) {
     dec_step(&d, tokens[i], i);
     memcpy(out + (long)i * d.V, d.row, (size_t)d.V * sizeof *out);
   }
+  free(d.row);
+}
+
+void sample_bench(Backend *b, int n_prompt, int n_new, uint64_t seed, double *ms_prompt, double *ms_new) {
+  Decoder d;
+  dec_open(&d, b);
+  SampleOpts greedy = {.max_new = n_new};
+  double t0 = now_sec();
+  for (int i = 0; i < n_prompt; i++) dec_step(&d, (int32_t)(rng_uniform(seed, (uint64_t)i) * (double)(d.V - 1)), i);
+  double t1 = now_sec();
+  long pos = n_prompt;
+  for (int k = 0; k < n_new; k++) dec_step(&d, pick(d.row, d.V, &greedy, (uint64_t)k), pos++);
+  double t2 = now_sec();
+  *ms_prompt = 1e3 * (t1 - t0) / n_prompt;
+  *ms_new = 1e3 * (t2 - t1) / (n_new > 0 ? n_new : 1);
   free(d.row);
 }

@@ -24,4 +24,10 @@ int32_t *sample_generate(Backend *b, const int32_t *prompt, int n, const SampleO
 /* Teacher-forced decode: logits (first V columns, f32) at every position of tokens[0..n), written
  * to out[n][V]. Used by the tests that compare incremental decoding with the full forward pass. */
 void sample_logits(Backend *b, const int32_t *tokens, int n, float *out);
+
+/* Decode speed, as --generate pays it: feed n_prompt ids drawn from the seed (the first step also
+ * captures the GPU's decode graph), then time n_new greedy steps — each the whole decode program,
+ * the logits read back and the next id picked on the host. Writes the mean milliseconds per token of
+ * both phases. n_prompt ≥ 1 and n_prompt + n_new must fit the context (the caller checks). */
+void sample_bench(Backend *b, int n_prompt, int n_new, uint64_t seed, double *ms_prompt, double *ms_new);
 #endif

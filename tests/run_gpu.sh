@@ -44,13 +44,19 @@ grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | while read -r n rest; d
 # cancellation (6.5e-2). Those cases get 1e-1, and each is also checked op by op against the CPU
 # (each op fed the GPU's own inputs, so no mask flips) at the usual tolerances.
 gpu_tol() { case "$1" in abl_relu|scaletrain_tiny|dyt) echo 1e-1 ;; *) echo 2e-2 ;; esac; }
+# ParScale with P > 1: the aggregation's two bias gradients are Σ over every row of
+# da_p = (1−ε)·σ_p·(g_p − Σ_r σ_r·g_r), g_p = dy·h_p — a difference between replicas that are alike, taken
+# from bf16 h and dy, then summed over rows that cancel. Measured on an H100 (prefix std 0.5): 1.6-2.4e-2,
+# every other tensor of those cases ≤ 1.2e-2. Those two tensors alone get 5e-2; the op-by-op check of
+# ps_p4_cra (below) holds ps_aggregate_bwd to the usual tolerance on the GPU's own inputs.
+gpu_tol_for() { case "$1" in ps_p[0-9]*) echo "--tol-for grad.parscale.agg.fc1.bias=5e-2 --tol-for grad.parscale.agg.fc2.bias=5e-2" ;; esac; }
 while read -r name spec sets; do
   case "$name" in ''|'#'*) continue ;; esac
   wanted "$name" || continue
   if [ -f "$TMPDIR/gv_$name/model.ptx" ]; then
     tol=$(gpu_tol "$name")
     check "GPU golden $name vs PyTorch float64 (bf16: rel L2 <= $tol, losses <= 1%)" \
-      $RT "$TMPDIR/gv_$name/model.ptx" --golden "tests/golden/$name.safetensors" --tol "$tol" --loss-tol 1e-2
+      $RT "$TMPDIR/gv_$name/model.ptx" --golden "tests/golden/$name.safetensors" --tol "$tol" --loss-tol 1e-2 $(gpu_tol_for "$name")
     [ "$tol" = 2e-2 ] || check "GPU vs CPU op by op, $name" $RT "$TMPDIR/gv_$name/model.ptx" --check
   else
     notok "GPU golden $name: gen" "$(tail -5 "$TMPDIR/gv_$name.log")"
@@ -208,6 +214,10 @@ dec_check rope_gqa_T256 specs/ablation_rope.lua model.attention=gqa model.n_kv_h
 dec_check alibi specs/ablation_alibi.lua model.n_layer=2 model.seq_len=256 train.batch_size=2
 dec_check swamla_small_3l specs/swamla_small.lua model.n_layer=3 train.batch_size=1
 dec_check qwen2_p1 specs/parscale_tiny.lua parscale.n=1
+# ParScale P > 1: the P streams batched, prefixes from the parameters, the aggregation before the head
+dec_check ps_p4 specs/parscale_tiny.lua parscale.n=4 parscale.prefix_std=0.5
+dec_check ps_p4_cra specs/parscale_cross_attn_tiny.lua parscale.n=4 parscale.prefix_std=0.5
+dec_check ps_basic_p8 specs/parscale_basic.lua parscale.n=8 model.seq_len=256 train.batch_size=1
 fi # decode
 
 # ---- ParScale (issue 5): kernels, goldens (P = 1, 2, 4; cross-replica attention; frozen backbone; window;

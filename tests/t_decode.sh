@@ -74,3 +74,23 @@ ps_dec_ok() {
 check "decode ParScale P = 4: replicate, prefixed attn_decode over [P, T, HKV·d] caches (HKV·d = 32), aggregate" ps_dec_ok
 check "--generate prints text: parscale_tiny with parscale.n = 4" gen_text ps4 specs/parscale_tiny.lua --set parscale.n=4 \
   --set model.vocab_size=50257
+
+# --bench-decode (the decode benchmark of bench/bench.sh) on the CPU: it runs and prints its line; a prompt
+# and a continuation that do not fit the context are refused before anything runs
+d="$TMPDIR/dec_bench"
+if bin/gen specs/parscale_tiny.lua --set parscale.n=4 --set train.batch_size=1 -o "$d" --no-compile >/dev/null 2>&1; then
+  check_error "--bench-decode: parscale_tiny P = 4, batch 1 prints BENCH_DECODE" 0 '^BENCH_DECODE ms_per_token=[0-9.]+ tok_per_s=[0-9.]+$' \
+    bin/runtime "$d/model.ptx" --cpu --bench-decode --prompt-tokens 8 --sample-tokens 8
+  check_error "--bench-decode: prompt + tokens past the context is refused" 1 \
+    '--prompt-tokens 30 \+ --sample-tokens 8 must stay below the context T = 32' \
+    bin/runtime "$d/model.ptx" --cpu --bench-decode --prompt-tokens 30 --sample-tokens 8
+else
+  notok "--bench-decode: gen parscale_tiny"
+fi
+# the PyTorch baseline's decoder (bench/torch_parscale.py) is the model its training benchmark runs:
+# KV-cache decoding with prefixes and aggregation == the full forward, float64, P = 1, 2, 4
+if /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then
+  check "bench/torch_parscale.py --check: its decoder == its forward pass (float64)" /usr/bin/python3 bench/torch_parscale.py --check
+else
+  notok "bench/torch_parscale.py --check: /usr/bin/python3 has no torch (apt-get install python3-torch)"
+fi

@@ -26,6 +26,16 @@ done < tests/golden/goldens.txt
 d="$TMPDIR/ps_unfused"
 bin/gen specs/parscale_cross_attn_tiny.lua -o "$d" --no-compile --no-fuse >/dev/null 2>&1
 check "parscale golden ps_p4_cra, unfused graph" bin/runtime "$d/model.ptx" --cpu --golden tests/golden/ps_p4_cra.safetensors --tol 1e-4
+# --tol-for (run_gpu.sh gives the aggregation's bias gradients their own tolerance): it applies to the named
+# tensor only, a name that matches nothing fails the check, and it is refused malformed or without --golden
+check_error "--tol-for: a tolerance that no bias can meet fails that tensor alone" 1 \
+  'grad\.parscale\.agg\.fc2\.bias +rel [0-9.e+-]+  FAIL \(own tolerance\)' \
+  bin/runtime "$d/model.ptx" --cpu --golden tests/golden/ps_p4_cra.safetensors --tol 1e-4 --tol-for grad.parscale.agg.fc2.bias=1e-30
+check_error "--tol-for: a gradient name that is not in the plan fails" 1 '--tol-for grad\.agg\.bias: no gradient of that name' \
+  bin/runtime "$d/model.ptx" --cpu --golden tests/golden/ps_p4_cra.safetensors --tol 1e-4 --tol-for grad.agg.bias=5e-2
+check_error "--tol-for: malformed" 1 '--tol-for grad\.x: expected GRADIENT=TOLERANCE' \
+  bin/runtime "$d/model.ptx" --cpu --golden tests/golden/ps_p4_cra.safetensors --tol-for grad.x
+check_error "--tol-for: only with --golden" 1 '--tol-for goes with --golden' bin/runtime "$d/model.ptx" --cpu --tol-for grad.x=1
 
 # -- derived gradients against central differences (prefixes, aggregation; plain Qwen2). The other
 # variants are covered by their goldens: at the 5x weights of --gradcheck, cross-replica attention (or a

@@ -195,3 +195,20 @@ if out_txt=$(bin/gen --import-hf "$QD/bf16_gqa_untied" --write-spec "$PS.lua" --
 else
   notok "parscale.n=2 import: gen" "$out_txt"
 fi
+
+# --generate --prompt from an imported Qwen2 directory that carries its tokenizer (vocab.json + merges.txt,
+# found without --tokenizer): greedy text equal to the float64 reference's greedy continuation
+qwen2_generate() {
+  local g="$QD/gen" prompt="Doc 0: It's 2024" nv
+  $QPY $QH tokdir "$g.tok" >/dev/null || return 1
+  nv=$($QPY -c "import json, sys; print(len(json.load(open(sys.argv[1]))) + 3)" "$g.tok/vocab.json")
+  $QPY $QH make "$g" --vocab "$nv" --dtype f32 --layers 2 >/dev/null && cp "$g.tok"/* "$g/" || return 1
+  bin/gen --import-hf "$g" --write-spec "$g.lua" --set train.batch_size=1 -o "$g.out" --no-compile >/dev/null || return 1
+  bin/runtime "$g.out/model.ptx" --cpu --generate --init-from "$g" --prompt "$prompt" --sample-tokens 12 --temperature 0 \
+    >"$g.txt" || return 1
+  { printf '%s' "$prompt"; $QPY $QH greedy "$g" "$prompt" --tokens 12; printf '\n---\n'; } >"$g.want" || return 1
+  tail -n +3 "$g.txt" >"$g.got" # after the init line and the sample's header
+  cat "$g.txt"
+  cmp "$g.got" "$g.want"
+}
+check "qwen2 --generate --prompt: greedy text from the directory's own tokenizer == float64 reference" qwen2_generate

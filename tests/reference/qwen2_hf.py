@@ -383,6 +383,25 @@ def encode(a):
     print("\n".join(map(str, ids)))
 
 
+def greedy(a):
+    """Greedy continuation in float64, printed as text: [<|endoftext|>] + encode(prompt), then n argmax tokens
+    (the full forward over the sequence so far, each step), decoded with the directory's vocab.json — what
+    `runtime --generate --temperature 0` must print after the prompt."""
+    with open(os.path.join(a.dir, "config.json")) as f:
+        c = json.load(f)
+    W = {n: to_tensor(*v) for n, v in read_dir(a.dir).items()}
+    rx, ranks, tok_id = load_tok(a.dir)
+    with open(os.path.join(a.dir, "tokenizer_config.json")) as f:
+        eot = int(next(k for k, v in json.load(f)["added_tokens_decoder"].items() if v["content"] == "<|endoftext|>"))
+    ids = [eot] + [i for piece in rx.findall(a.prompt) for i in bpe_encode(piece.encode(), ranks, tok_id)]
+    n0 = len(ids)
+    with torch.no_grad():
+        for _ in range(a.tokens):
+            ids.append(int(forward(c, W, torch.tensor([ids]))[0, -1].argmax()))
+    spelled = {v: k for k, v in tok_id.items()}
+    sys.stdout.buffer.write(b"".join(spelled.get(i, b"") for i in ids[n0:]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -422,8 +441,13 @@ def main():
     en = sub.add_parser("encode")
     en.add_argument("dir")
     en.add_argument("text")
+    gr = sub.add_parser("greedy")
+    gr.add_argument("dir")
+    gr.add_argument("prompt")
+    gr.add_argument("--tokens", type=int, required=True)
     a = ap.parse_args()
-    {"make": make, "shard": shard, "logits": logits, "compare": compare, "same": same, "tokdir": tokdir, "encode": encode}[a.cmd](a)
+    {"make": make, "shard": shard, "logits": logits, "compare": compare, "same": same, "tokdir": tokdir, "encode": encode,
+     "greedy": greedy}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,30 @@ TOK_TEXTS = [
 ]
 
 
+def hf_tokenizer(d):
+    """transformers' Qwen2 tokenizer over the directory, the way users load one (from_pretrained); the class's
+    constructor arguments changed between major versions (v5 takes vocab/merges objects, and silently builds an
+    empty vocabulary from vocab_file=), so a loader that encodes plain text to nothing is refused here rather
+    than compared. Returns (tokenizer, None) or (None, why)."""
+    import transformers
+    tried = []
+    for name, load in (("AutoTokenizer.from_pretrained", lambda: transformers.AutoTokenizer.from_pretrained(d)),
+                       ("Qwen2Tokenizer.from_pretrained", lambda: transformers.Qwen2Tokenizer.from_pretrained(d)),
+                       ("Qwen2Tokenizer(vocab=, merges=)", lambda: transformers.Qwen2Tokenizer(
+                           vocab=json.load(open(os.path.join(d, "vocab.json"), encoding="utf-8")),
+                           merges=[tuple(ln.split()) for ln in open(os.path.join(d, "merges.txt"), encoding="utf-8")
+                                   if ln.strip() and not ln.startswith("#version")]))):
+        try:
+            tk = load()
+        except Exception as e:  # noqa: BLE001 — the reason goes into the report
+            tried.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        if tk.encode("Doc 0: abc", add_special_tokens=False):
+            return tk, None
+        tried.append(f"{name}: encodes 'Doc 0: abc' as [] (vocabulary not loaded)")
+    return None, f"transformers {transformers.__version__}: " + "; ".join(tried)
+
+
 def tokenizer_check(use_transformers, w):
     d = os.path.join(w, "tok")
     Q.tokdir(argparse.Namespace(dir=d, merges=300))
@@ -222,11 +246,9 @@ def tokenizer_check(use_transformers, w):
     with open(os.path.join(w, "docs.txt"), "w", encoding="utf-8", newline="") as f:
         f.write("".join(doc + "\n%\n" for doc in docs))
     if use_transformers:
-        import transformers
-        try:
-            tk = transformers.Qwen2Tokenizer(vocab_file=os.path.join(d, "vocab.json"), merges_file=os.path.join(d, "merges.txt"))
-        except Exception as e:
-            return report("tokenizer: transformers.Qwen2Tokenizer from vocab.json + merges.txt", False, f"{type(e).__name__}: {e}")
+        tk, why = hf_tokenizer(d)
+        if tk is None:
+            return report("tokenizer: transformers loads vocab.json + merges.txt", False, why)
         refs = [tk.encode(doc + "\n", add_special_tokens=False) for doc in docs]
     else:
         rx, ranks, tok_id = Q.load_tok(d)
