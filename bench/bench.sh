@@ -7,7 +7,8 @@
 #           (SDPA, FlexAttention) — T = 1024, 4096, 16384, d = 64, 128, causal and SWA (W = 256, S = 4)
 #   parscale  ParScale on the Qwen2-0.5B shape (specs/parscale_basic.lua) for P in $PS_P: training tok/s at
 #           B = $PS_B, T = $PS_T against bench/torch_parscale.py (eager, torch.compile), and batch-1 decoding
-#           (runtime --bench-decode: 64 prompt tokens, then 128 greedy ones) against its eager KV-cache decoder
+#           (runtime --bench-decode: 64 prompt tokens, then 128 greedy ones) against its eager KV-cache decoder;
+#           PS_WHAT (default "train decode") picks either half
 #
 # Run on the GPU machine from the repo root after `make`:
 #     bash bench/bench.sh
@@ -32,6 +33,8 @@ SWAMLA=${SWAMLA:-"swamla_small swamla_base"}
 PS_P=${PS_P:-"1 2 4 8"}
 PS_B=${PS_B:-1}
 PS_T=${PS_T:-2048}
+PS_WHAT=${PS_WHAT:-"train decode"}
+ps_has() { case " $PS_WHAT " in *" $1 "*) return 0 ;; esac; return 1; }
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 mkdir -p "$LOGS" || { echo "bench.sh: cannot create $LOGS" >&2; exit 1; }
 
@@ -121,13 +124,16 @@ fi
 if has parscale; then
   for P in $PS_P; do
     d=out/bench_ps$P
+    if ps_has train; then
     gen_bench "moonforge parscale P=$P" "$LOGS/moonforge_ps$P.log" specs/parscale_basic.lua "$d" --set "parscale.n=$P" \
       --set "train.batch_size=$PS_B" --set train.grad_accum=1 --set "model.seq_len=$PS_T"
     for mode in eager compile; do
       run "torch $mode parscale P=$P" "$LOGS/torch_${mode}_ps$P.log" "$PY" bench/torch_parscale.py --what train --P "$P" \
         --batch "$PS_B" --seq "$PS_T" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP"
     done
-    if [ "$PS_B" = 1 ]; then dd=$d; else
+    fi
+    ps_has decode || continue
+    if [ "$PS_B" = 1 ] && [ -f "$d/model.ptx" ]; then dd=$d; else
       dd=out/bench_psd$P
       timeout "$RUN_TIMEOUT" bin/gen specs/parscale_basic.lua -o "$dd" --set "parscale.n=$P" --set train.batch_size=1 \
         --set "model.seq_len=$PS_T" >"$LOGS/moonforge_psd$P.log.gen" 2>&1
@@ -176,7 +182,7 @@ if has attn; then
   echo
   sed -n '/^| kernel /,$p' "$LOGS/attn_torch.log"
 fi
-if has parscale; then
+if has parscale && ps_has train; then
   echo
   echo "ParScale on Qwen2-0.5B (specs/parscale_basic.lua), training B=$PS_B T=$PS_T (tok/s of data tokens), median of"
   echo "$STEPS steps after warmup; logs in $LOGS"
@@ -190,6 +196,8 @@ if has parscale; then
     cp=$(cell "$LOGS/torch_compile_ps$P.log" tok_per_s)
     echo "| $P | $mf | $mfu | $eg | $cp | $(ratio "$mf" "$eg") | $(ratio "$mf" "$cp") |"
   done
+fi
+if has parscale && ps_has decode; then
   echo
   echo "Decoding at batch 1 (64 prompt tokens, then 128 greedy ones; ms per generated token):"
   echo

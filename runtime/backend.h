@@ -38,6 +38,9 @@ struct Backend {
    * replays them as one CUDA graph, since a batch-1 token is too little work to pay a launch and
    * a synchronisation per op */
   void (*run_decode)(Backend *);
+  /* one optimizer step op by op, each op timed on the device (events, no graph: launch gaps
+   * included); ms[i] = milliseconds of op i summed over the micro-steps. NULL on the CPU. */
+  void (*profile_step)(Backend *, double *ms);
   void (*sync)(Backend *);
 
   float (*read_loss)(Backend *);                          /* mean loss of the last step */

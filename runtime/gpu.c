@@ -482,6 +482,41 @@ static void gpu_run_decode(Backend *bk) {
   CU_CHECK(cu.GraphLaunch(g->dec_exec, g->stream));
 }
 
+static void gpu_profile_step(Backend *bk, double *ms) {
+  Gpu *g = (Gpu *)bk;
+  const Plan *p = g->p;
+  if (g->comm) fatal("--profile times one GPU: run it without --gpus / a launcher");
+  flush_uploads(g);
+  CUevent *ev = xmalloc((size_t)(p->nop + 1) * sizeof *ev);
+  for (int i = 0; i <= p->nop; i++) CU_CHECK(cu.EventCreate(&ev[i], CU_EVENT_DEFAULT));
+  for (int i = 0; i < p->nop; i++) ms[i] = 0;
+  CU_CHECK(cu.MemsetD32Async(g->grads, 0, (size_t)g->grads_elems, g->stream));
+  CU_CHECK(cu.MemsetD32Async(g->loss, 0, 1, g->stream));
+  enqueue_uploads(g);
+  for (int m = 0; m < g->accum; m++)
+    for (int ph = PH_FWD; ph <= PH_OPT; ph++) {
+      if (ph == PH_OPT && m < g->accum - 1) continue;
+      /* ev[k] before the k-th op of this pass, ev[k+1] after it */
+      int k = 0, *idx = xmalloc((size_t)p->nop * sizeof *idx);
+      for (int i = 0; i < p->nop; i++)
+        if ((int)p->ops[i].phase == ph) {
+          CU_CHECK(cu.EventRecord(ev[k], g->stream));
+          exec_op(g, i, ph == PH_OPT ? 0 : m);
+          idx[k++] = i;
+        }
+      CU_CHECK(cu.EventRecord(ev[k], g->stream));
+      CU_CHECK(cu.EventSynchronize(ev[k]));
+      for (int j = 0; j < k; j++) {
+        float t = 0;
+        CU_CHECK(cu.EventElapsedTime(&t, ev[j], ev[j + 1]));
+        ms[idx[j]] += t;
+      }
+      free(idx);
+    }
+  for (int i = 0; i <= p->nop; i++) cu.EventDestroy(ev[i]);
+  free(ev);
+}
+
 static void gpu_sync(Backend *bk) {
   Gpu *g = (Gpu *)bk;
   sync_stream(g);
@@ -1265,6 +1300,7 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   g->b.zero_grads = gpu_zero_grads;
   g->b.run_op = gpu_run_op;
   g->b.run_decode = gpu_run_decode;
+  g->b.profile_step = gpu_profile_step;
   g->b.sync = gpu_sync;
   g->b.read_loss = gpu_read_loss;
   g->b.read_grad_norm = gpu_read_grad_norm;

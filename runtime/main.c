@@ -16,6 +16,7 @@
 #include "prepare.h"
 #include "runlog.h"
 #include "safetensors.h"
+#include "profile.h"
 #include "sample.h"
 #include "shards.h"
 #include "textgen.h"
@@ -42,6 +43,7 @@ static void usage(FILE *f) {
           "  --logits FILE      forward the first B*T tokens of shard FILE with the weights --generate would use;\n"
           "                     write logits [B,T,V], tokens, targets and loss to --out FILE.safetensors\n"
           "  --bench            5 warm-up steps, then time --steps steps; last line BENCH ...\n"
+          "  --profile          with --bench: then one step op by op, each op timed on the GPU (tables by kind, slowest ops)\n"
           "  --bench-decode     time KV-cache decoding as --generate does it: --prompt-tokens ids, then\n"
           "                     --sample-tokens greedy steps; last line BENCH_DECODE ms_per_token=...\n"
           "  --golden FILE      compare with a golden safetensors file from tests/reference\n"
@@ -207,6 +209,7 @@ int main(int argc, char **argv) {
   char *tol_for_name[16];
   double tol_for[16];
   int ntol_for = 0;
+  int profile = 0;
   int train = 0, bench = 0, bench_decode = 0, gradcheck = 0, check = 0, decode_check = 0, use_cpu = 0, generate = 0, prepare = 0, unigram = 0;
   long steps = -1, log_every = 10, seed = -1;
   double tol = -1, loss_tol = -1;
@@ -225,6 +228,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--train")) train = 1;
     else if (!strcmp(a, "--bench")) bench = 1;
     else if (!strcmp(a, "--bench-decode")) bench_decode = 1;
+    else if (!strcmp(a, "--profile")) profile = 1;
     else if (!strcmp(a, "--tol-for")) {
       const char *v = need_str(a, next), *eq = v ? strchr(v, '=') : NULL;
       char *end = NULL;
@@ -287,6 +291,7 @@ int main(int argc, char **argv) {
           "--prepare, --unigram");
   if (export_dtype && !export_hf) fatal("--export-dtype goes with --export-hf");
   if (ntol_for && !golden) fatal("--tol-for goes with --golden");
+  if (profile && !bench) fatal("--profile goes with --bench");
   char export_dir[4000];
   if (export_hf) { /* "out/" names the directory out: its temporary sibling is out.tmp.PID, not out/.tmp.PID */
     snprintf(export_dir, sizeof export_dir, "%s", export_hf);
@@ -571,6 +576,7 @@ int main(int argc, char **argv) {
   } else if (bench) {
     TrainOpts o = {.steps = steps, .seed = s, .log_every = log_every};
     rc = bench_run(b, &o);
+    if (!rc && profile) rc = profile_print(b, stdout) ? 1 : 0;
   } else if (golden) rc = check_golden(b, golden, tol > 0 ? tol : 1e-4, loss_tol > 0 ? loss_tol : (tol > 0 ? tol : 1e-4), ntol_for,
                                   tol_for_name, tol_for);
   else if (gradcheck) rc = check_gradcheck(cpu, s);
