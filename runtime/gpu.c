@@ -15,15 +15,18 @@
  * parallelism all-reduces the grads arena in buckets (dp_plan.h) on a second stream, each as soon
  * as the last micro-step's backward pass has finished writing it (fork/join through events), so
  * the reduction overlaps the rest of the backward pass; every rank then runs the identical
- * optimizer on identical gradients. ZeRO-1 (--zero 1) keeps master, m and v only for this rank's
- * shard [lo, hi) of the arena: after the backward pass one in-place reduce-scatter leaves the
+ * optimizer on identical gradients (--zero 0). ZeRO-1 (the default) keeps master, m and v only for
+ * this rank's shard [lo, hi) of the arena: after the backward pass one in-place reduce-scatter leaves the
  * averaged shard in grads[lo, hi); sumsq covers the shard and its partial sums are all-reduced (so
  * every rank clips with the global norm); AdamW updates the shard (the kernels read [lo, hi) from
  * the optrange input, and master/m/v are passed as base − lo so that global index i lands in the
  * shard allocation); an in-place all-gather then gives every rank all bf16 params. The loss is
- * averaged too, so every rank reports the global mean. Waits poll the stream, NCCL's asynchronous
- * error and the peers (dist_peer_lost) with a time limit instead of blocking, so a dead or failed
- * peer stops this rank with a message rather than a hang.
+ * averaged too, so every rank reports the global mean. ZeRO-1 is the default although its
+ * reduce-scatter does not overlap the backward pass: it holds 1/N of the optimizer state, each rank
+ * updates only its shard; what the buckets' overlap gains depends on how much their NCCL kernels slow
+ * the backward kernels they run beside (tests/run_dist_gpu.sh times both modes in one run). Waits
+ * poll the stream, NCCL's asynchronous error and the peers (dist_peer_lost) with a time limit instead
+ * of blocking, so a dead or failed peer stops this rank with a message rather than a hang.
  *
  * Environment: LOCAL_RANK = device index (default 0; with several ranks the launcher's local
  * rank, or device 0 when only one GPU is visible); MF_NO_GRAPH=1 runs the step's ops directly
@@ -1262,7 +1265,7 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
       RefKind rk = op->ref[k].kind;
       if ((rk == REF_MASTER || rk == REF_ADAM_M || rk == REF_ADAM_V || (rk == REF_PARTIALS && op->ref[k].out)) &&
           !op_ref(op, "range"))
-        fatal("%s:%d: op %d (%s) has no range ref (optrange): --zero 1 needs a plan from a gen that emits one",
+        fatal("%s:%d: op %d (%s) has no range ref (optrange): ZeRO-1 (the default on several GPUs) needs a plan from a gen that emits one; regenerate, or run with --zero 0",
               p->path, op->line, op->idx, op->kind);
     }
     if (!strcmp(op->kind, "matmul")) setup_matmul(g, i);

@@ -87,7 +87,8 @@ static void usage(FILE *f) {
           "  --prompt-tokens N  --bench-decode: prompt length before the timed steps (default 64)\n"
           "several GPUs (one process per GPU, data parallel; README \"Several GPUs\"; also mpirun, srun, torchrun):\n"
           "  --gpus N           start N processes on this host, one per GPU\n"
-          "  --zero 1           ZeRO-1: shard the master weights and AdamW moments over the ranks\n"
+          "  --zero 0|1         1 (the default): ZeRO-1, the f32 master weights and AdamW moments sharded over\n"
+          "                     the ranks; 0: plain data parallel, every rank holds and updates all of them\n"
           "  --nccl-id-file P   hand out the NCCL id through file P on a shared filesystem (else mpirun or\n"
           "                     MASTER_ADDR/MASTER_PORT)\n"
           "  --dump-master FILE after --train/--bench, write the f32 master weights (raw, param_elems floats) to\n"
@@ -218,7 +219,7 @@ int main(int argc, char **argv) {
   long eval_every = 0, eval_batches = 20, save_every = 0, sample_every = 0, sample_tokens = -1, top_k = 40, prompt_tokens = 64;
   double temperature = 0.8, val_fraction = 0.05;
   int resume = 0, no_sample = 0, eval_asked = 0;
-  long gpus = 0, zero = 0, dist_plan = 0;
+  long gpus = 0, zero = 1, dist_plan = 0;
   const char *id_file = NULL, *dump_master = NULL, *dist_selftest_mode = NULL, *export_hf = NULL, *export_dtype = NULL;
   const char **positional = xmalloc((size_t)argc * sizeof *positional);
   int npos = 0;
