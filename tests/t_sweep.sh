@@ -27,8 +27,8 @@ if grep -q "cache hit  $k1" <<<"$c2" && ! grep -q 'NVRTC [0-9]' <<<"$c2" && cmp 
 else
   notok "cache: a second gen of the same spec skips NVRTC" "$c2"
 fi
-if [ "$ms" -lt 500 ]; then ok "cache: regenerating an unchanged spec takes ${ms} ms (< 500)"
-else notok "cache: regenerating an unchanged spec takes < 500 ms" "took ${ms} ms"; fi
+# (the time is printed, not asserted: that the hit skips NVRTC is what the check above proves; a wall-clock
+# bound would only measure how busy the CI machine is)
 c3=$(cgen c --set model.n_layer=3)
 k3=$(cache_key "$c3")
 if grep -q 'cache miss' <<<"$c3" && [ -n "$k3" ] && [ "$k3" != "$k1" ]; then ok "cache: changing one field (model.n_layer) changes the key ($k3)"
