@@ -5,20 +5,44 @@
 #   GPU_PARTS   which parts run (default all): base (foundation), data (issue 3: resume, HF GPT-2
 #               checkpoints), vocab (issue 4: attention kernels, every golden, transformers, SWA-MLA)
 #               decode (the KV-cache program of every attention variant), parscale (issue 5: kernels, goldens,
-#               op by op, Qwen2 import/export against transformers)
+#               op by op, Qwen2 import/export against transformers), hf (goldens made by transformers itself:
+#               GPT-2, Llama GQA/MQA, Qwen2 = ParScale P = 1, DeepseekV3 MLA — logits and every gradient, both backends)
 #   GOLDENS     vocab: only these golden names (default: every line of tests/golden/goldens.txt but ps_*)
 set -u
 cd "$(dirname "$0")/.."
 . tests/lib.sh
 export TMPDIR=${TMPDIR_GPU:-$(mktemp -d)}
+mkdir -p "$TMPDIR" || exit 1
 RT=bin/runtime
 GOLDEN=tests/golden/gpt2_tiny.safetensors
 GOLDEN_SET="--set model.vocab_size=500 --set train.batch_size=2"
 
-GPU_PARTS=${GPU_PARTS:-"base data vocab decode parscale"}
+GPU_PARTS=${GPU_PARTS:-"base data vocab decode parscale hf"}
 part() { case " $GPU_PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 check "GPU present" nvidia-smi -L
+# Tolerance: 2e-2 relative L2 per tensor, with three stated exceptions. ReLU's derivative is a step: a
+# pre-activation within bf16 rounding of 0 (about 2^-9 ≈ 0.2% of them) takes the other branch than in
+# float64, and the bias and norm gradients above the MLP are sums over 64 rows that cancel to ~1/8 of
+# their terms, so they move by ~√0.002·8 ≈ 4-9% (measured on an H100: 4-9e-2; every smooth MLP stays
+# under 2e-2). DyT's α gradient of the final norm is one scalar Σ over every element, with the same
+# cancellation (6.5e-2). Those cases get 1e-1, and each is also checked op by op against the CPU
+# (each op fed the GPU's own inputs, so no mask flips) at the usual tolerances.
+gpu_tol() { case "$1" in abl_relu|scaletrain_tiny|dyt) echo 1e-1 ;; *) echo 2e-2 ;; esac; }
+# ParScale with P > 1: the aggregation's two bias gradients are Σ over every row of
+# da_p = (1−ε)·σ_p·(g_p − Σ_r σ_r·g_r), g_p = dy·h_p — a difference between replicas that are alike, taken
+# from bf16 h and dy, then summed over rows that cancel. Measured on an H100 (prefix std 0.5): 1.6-2.4e-2,
+# every other tensor of those cases ≤ 1.2e-2. Those two tensors alone get 5e-2; the op-by-op check of
+# ps_p4_cra (below) holds ps_aggregate_bwd to the usual tolerance on the GPU's own inputs. With the
+# backbone frozen (ps_p2_freeze) the aggregator's weight gradients are the same cancelling sums, now
+# the largest gradients left: measured 2.0e-2 (fc1) and 2.3e-2 (fc2) on an H100, so they get 5e-2 too.
+gpu_tol_for() {
+  local agg="--tol-for grad.parscale.agg.fc1.bias=5e-2 --tol-for grad.parscale.agg.fc2.bias=5e-2"
+  case "$1" in
+    ps_p[0-9]*freeze*) echo "$agg --tol-for grad.parscale.agg.fc1.weight=5e-2 --tol-for grad.parscale.agg.fc2.weight=5e-2" ;;
+    ps_p[0-9]*) echo "$agg" ;;
+  esac
+}
 # gpu_goldens: every golden of tests/golden/goldens.txt that `wanted` picks (GOLDEN_SET vocab: all but ps_*,
 # or only GOLDENS; GOLDEN_SET parscale: the ps_* cases), generated 8 at a time (NVRTC is single-threaded),
 # then compared one by one.
@@ -36,20 +60,6 @@ wanted() {
 }
 gpu_goldens() {
 grep -vE '^[[:space:]]*(#|$)' tests/golden/goldens.txt | while read -r n rest; do wanted "$n" && echo "$n $rest"; done | xargs -P 8 -L 1 bash -c 'gen_golden "$@"' _
-# Tolerance: 2e-2 relative L2 per tensor, with three stated exceptions. ReLU's derivative is a step: a
-# pre-activation within bf16 rounding of 0 (about 2^-9 ≈ 0.2% of them) takes the other branch than in
-# float64, and the bias and norm gradients above the MLP are sums over 64 rows that cancel to ~1/8 of
-# their terms, so they move by ~√0.002·8 ≈ 4-9% (measured on an H100: 4-9e-2; every smooth MLP stays
-# under 2e-2). DyT's α gradient of the final norm is one scalar Σ over every element, with the same
-# cancellation (6.5e-2). Those cases get 1e-1, and each is also checked op by op against the CPU
-# (each op fed the GPU's own inputs, so no mask flips) at the usual tolerances.
-gpu_tol() { case "$1" in abl_relu|scaletrain_tiny|dyt) echo 1e-1 ;; *) echo 2e-2 ;; esac; }
-# ParScale with P > 1: the aggregation's two bias gradients are Σ over every row of
-# da_p = (1−ε)·σ_p·(g_p − Σ_r σ_r·g_r), g_p = dy·h_p — a difference between replicas that are alike, taken
-# from bf16 h and dy, then summed over rows that cancel. Measured on an H100 (prefix std 0.5): 1.6-2.4e-2,
-# every other tensor of those cases ≤ 1.2e-2. Those two tensors alone get 5e-2; the op-by-op check of
-# ps_p4_cra (below) holds ps_aggregate_bwd to the usual tolerance on the GPU's own inputs.
-gpu_tol_for() { case "$1" in ps_p[0-9]*) echo "--tol-for grad.parscale.agg.fc1.bias=5e-2 --tol-for grad.parscale.agg.fc2.bias=5e-2" ;; esac; }
 while read -r name spec sets; do
   case "$name" in ''|'#'*) continue ;; esac
   wanted "$name" || continue
@@ -242,5 +252,13 @@ falls_ps() {
 }
 check "parscale_basic trains on the GPU (loss falls > 20% in 30 steps)" falls_ps
 fi # parscale
+
+# ---- transformers as the reference (issues 4 and 5): the model classes of tests/golden/hf_goldens.txt with our
+# weights give the golden's logits, loss and every gradient (tests/reference/hf_golden.py, float64); the CPU backend
+# must match within 1e-4, the GPU within bf16 tolerance.
+if part hf; then
+. tests/hf_golden.sh
+hf_golden_cases transformers python3 cpu gpu
+fi # hf
 
 summary
