@@ -166,10 +166,12 @@ function M.run(g, opts)
     for _, k in ipairs(util.sorted_keys(w.first.attrs)) do attrs[#attrs + 1] = k .. "=" .. fmt_attr(w.first.attrs[k]) end
     local threads = L.block[1] * (L.block[2] or 1) * (L.block[3] or 1)
     body[#body + 1] = string.format("// %s (%s)  templates/%s\n" ..
-      "extern \"C\" __global__ void __launch_bounds__(%s) %s(%s) {\n  %s%s(%s);\n}\n",
+      "extern \"C\" __global__ void __launch_bounds__(%s)%s %s(%s) {\n  %s%s(%s);\n}\n",
       w.first.kind, table.concat(attrs, " "), d.file,
       -- a descriptor may ask for a minimum number of resident blocks (it caps registers per thread)
-      L.min_blocks and (threads .. ", " .. L.min_blocks) or tostring(threads), w.name, table.concat(params, ", "),
+      L.min_blocks and (threads .. ", " .. L.min_blocks) or tostring(threads),
+      -- and for thread-block clusters along x (grid x is a multiple; the launch itself stays plain)
+      L.cluster and string.format(" __cluster_dims__(%d, 1, 1)", L.cluster) or "", w.name, table.concat(params, ", "),
       d.fn, #w.tvals > 0 and ("<" .. table.concat(w.tvals, ", ") .. ">") or "", table.concat(args, ", "))
   end
   local pre = table.concat(cu, "\n")

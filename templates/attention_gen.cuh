@@ -90,6 +90,24 @@ __device__ __forceinline__ void ag_ldsm_x4_t(unsigned r[4], const bf16* p) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(ag_smem_addr(p)));
 }
+// Thread-block clusters (sm_90; the dK/dV kernel of grouped kv heads, see ag_dkdv): a barrier over every
+// thread of the cluster — release makes this block's shared-memory writes visible to the cluster, acquire
+// makes the others' visible here — and a 16-byte load from the same offset of the shared memory of block
+// `rank` of this cluster (distributed shared memory: mapa turns a shared::cta address into that block's
+// shared::cluster address).
+__device__ __forceinline__ void ag_cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ float4 ag_cluster_ld4(const float* p, unsigned rank) {
+  unsigned a;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(a) : "r"(ag_smem_addr(p)), "r"(rank));
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(a)
+               : "memory");
+  return v;
+}
 // C[16×8] += A[16×16] · B[16×8]. With g = lane/4, t = lane%4:
 //   A regs: {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)}   (row, k)
 //   B regs: {(k 2t..2t+1, n g), (k 2t+8.., n g)}
@@ -158,6 +176,15 @@ __host__ __device__ constexpr int ag_floor_pow2(int x) { return x < 2 ? 1 : 2 * 
 // sometimes aims at 128 registers and spills (seen for d = 64 with sinks).
 template <int DQK, int DV, int ROPE, bool BWD, bool DROP = false> __host__ __device__ constexpr int ag_min_blocks() {
   return (DQK + DV <= 128 && !DROP && !(BWD && (ROPE != 0 || !ag_pow2(DQK) || !ag_pow2(DV)))) ? 3 : 2;
+}
+// Blocks per cluster of the dK/dV kernel: the largest divisor of the group size G = H/HKV that is at most 8
+// (the portable cluster size). The G query heads of a kv head are split over that many blocks, which sum
+// their partial dK/dV through distributed shared memory (ag_dkdv); G = 1 (MHA) gives 1: no cluster.
+template <int G> __host__ __device__ constexpr int ag_cluster() {
+  int c = 1;
+  for (int d = 2; d <= 8 && d <= G; ++d)
+    if (G % d == 0) c = d;
+  return c;
 }
 __device__ __forceinline__ int ag_imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int ag_imax(int a, int b) { return a > b ? a : b; }
@@ -353,9 +380,12 @@ template <int DQK, int DV> __host__ __device__ constexpr int ag_smem_fwd() {
 template <int DQK, int DV> __host__ __device__ constexpr int ag_smem_dq() {
   return ((AG_BM + 2 * ag_bn_dq<DQK>()) * (DQK + 8) + (AG_BM + 2 * ag_bn_dq<DQK>()) * (DV + 8)) * 2;
 }
-template <int DQK, int DV> __host__ __device__ constexpr int ag_smem_dkdv() {
-  return ((AG_BK + 2 * ag_bq<DQK, DV>()) * (DQK + 8) + (AG_BK + 2 * ag_bq<DQK, DV>()) * (DV + 8)) * 2 +
-         4 * ag_bq<DQK, DV>() * 4;
+// dK/dV: the tiles; with a cluster (CL > 1) at least the f32 staging of the partial sums, [64][DQK + DV + 4].
+template <int DQK, int DV, int CL = 1> __host__ __device__ constexpr int ag_smem_dkdv() {
+  constexpr int tiles = ((AG_BK + 2 * ag_bq<DQK, DV>()) * (DQK + 8) + (AG_BK + 2 * ag_bq<DQK, DV>()) * (DV + 8)) * 2 +
+                        4 * ag_bq<DQK, DV>() * 4;
+  constexpr int staging = CL > 1 ? AG_BK * (DQK + DV + 4) * 4 : 0;
+  return tiles > staging ? tiles : staging;
 }
 
 // ==== forward ==================================================================================
@@ -641,22 +671,33 @@ __device__ void attn_bwd_pre(const bf16* __restrict__ out, const bf16* __restric
 }
 
 // ==== backward: dK, dV ==========================================================================
-// grid (B·HKV, ⌈T/64⌉): block = key tile kt = blockIdx.y (k0 = 64·kt; sink tiles, the longest,
-// start first) of kv head hk of batch b (blockIdx.x = b·HKV + hk). Warp w owns keys
-// k0 + 16w … +15 and holds dK (16 × DQK) and dV (16 × DV) f32 in registers. It loops over the G
-// query heads of the group in order, and for each over the query tiles (BQ rows) that can see
+// grid (B·HKV·CL, ⌈T/64⌉): block = key tile kt = blockIdx.y (k0 = 64·kt; sink tiles, the longest,
+// start first) of kv head hk of batch b (blockIdx.x = (b·HKV + hk)·CL + rank; CL = 1 unless the kv
+// heads are grouped, below). Warp w owns keys k0 + 16w … +15 and holds dK (16 × DQK) and dV (16 × DV)
+// f32 in registers. It loops over its query heads of the group in order (all G when CL = 1), and for
+// each over the query tiles (BQ rows) that can see
 // the key tile: q from k0 to T − 1 when W = 0 or the tile holds a sink, else to k0 + 63 + W − 1:
 //   Sᵀ = K̃·Q̃ᵀ (+ ALiBi);  Pᵀ = 2^(Sᵀ·c' − lse·log2 e) (0 where not visible or query ≥ T)
 //   dV += Pᵀ·dO;  dPᵀ = V·dOᵀ;  dSᵀ = Pᵀ ⊙ (dPᵀ − delta);  dK += dSᵀ·Q̃
 // End: dK ·= scale, un-rotated (RoPE), both written at the k and v layouts (rows < T).
 // Dropout (DROP): the keep bits of this thread's Pᵀ elements go to a bit mask (nt·4 + e; QN·4 ≤ 32);
 // dV takes Pᵀ ⊙ keep and is scaled by 1/(1 − p) at the end; dSᵀ = Pᵀ ⊙ (z ⊙ dPᵀ − delta).
-// Prefix (NPRE > 0): grid (B·HKV, NPT + ⌈T/64⌉), NPT = ⌈NPRE/64⌉; blockIdx.y < NPT is prefix tile
+// Prefix (NPRE > 0): grid (B·HKV·CL, NPT + ⌈T/64⌉), NPT = ⌈NPRE/64⌉; blockIdx.y < NPT is prefix tile
 // blockIdx.y (entries k0 … k0 + 63 of PK/PV of row b's replica; rows ≥ NPRE zero-filled and
 // masked), visiting every query tile of every head of the group; no RoPE on the keys, no ALiBi.
 // It writes (never adds) the f32 per-row partials dpk[b, hk, n, :] = c·Σ ds·q̃ and dpv[b, hk, n, :]
 // (n < NPRE); blockIdx.y ≥ NPT is real key tile blockIdx.y − NPT, as without a prefix.
-// Shared memory: K [64][DQK+8], V [64][DV+8]; Q [2][BQ][DQK+8], dO [2][BQ][DV+8]; lse, delta [2][BQ].
+// Grouped kv heads (G = H/HKV > 1): one block would sum all G query heads of its kv head in turn, so a
+// causal first key tile costs G·⌈T/BQ⌉ iterations in one block while B·HKV·⌈T/64⌉ blocks (128 for
+// Qwen2-0.5B at B = 2) leave the GPU mostly idle. Instead CL = ag_cluster<G>() blocks form a thread-block
+// cluster along x (blockIdx.x = (b·HKV + hk)·CL + rank): rank r takes the GR = G/CL heads hk·G + r·GR …,
+// then every rank stages its f32 partial dK (scaled, un-rotated) and dV in shared memory, and after a
+// cluster barrier rank r finishes rows r, r + CL, … of the tile: Σ over ranks 0 … CL − 1 in that order
+// (read through distributed shared memory), so the result repeats bit for bit; a second barrier keeps
+// every block's shared memory alive until all have read it. Prefix blocks reduce the same way into the
+// f32 partials dpk/dpv.
+// Shared memory: K [64][DQK+8], V [64][DV+8]; Q [2][BQ][DQK+8], dO [2][BQ][DV+8]; lse, delta [2][BQ];
+// with CL > 1, afterwards, the staging [64][DQK + DV + 4] f32 in the same bytes (ag_smem_dkdv).
 template <AG_TPARAMS, bool DROP, int STREAM, int NPRE, int NREP>
 __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                         const bf16* __restrict__ v, const bf16* __restrict__ pk,
@@ -669,6 +710,7 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   constexpr int BK = AG_BK, BQ = ag_bq<DQK, DV>(), LQ = DQK + 8, LV = DV + 8;
   constexpr int NPT = (NPRE + BK - 1) / BK;   // prefix blocks per (b, kv head), the first blockIdx.y
   constexpr int KC = DQK / 16, VC = DV / 16, QT_ = DQK / 8, VT = DV / 8, QN = BQ / 8, G = H / HKV, OD = H * DV;
+  constexpr int CL = ag_cluster<G>(), GR = G / CL;   // blocks per cluster, query heads per block
   extern __shared__ __align__(16) unsigned char ag_smem[];
   bf16* sK = reinterpret_cast<bf16*>(ag_smem);
   bf16* sV = sK + BK * LQ;
@@ -677,7 +719,8 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   float* sL = reinterpret_cast<float*>(sO + 2 * BQ * LV);   // [2][BQ]
   float* sD = sL + 2 * BQ;                                  // [2][BQ]
 
-  const int bk = blockIdx.x, b = bk / HKV, hk = bk % HKV;
+  const int bk = (int)blockIdx.x / CL, rank = (int)blockIdx.x % CL, b = bk / HKV, hk = bk % HKV;
+  const int h0 = hk * G + rank * GR;                    // this block's first query head
   const bool pre = NPRE > 0 && (int)blockIdx.y < NPT;   // a prefix block (k0 counts prefix entries)
   const int KLIM = pre ? NPRE : T;                      // key rows that exist
   const int k0 = ((int)blockIdx.y - (pre ? 0 : NPT)) * BK, khi = ag_imin(k0 + BK, KLIM) - 1;
@@ -690,12 +733,12 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   const float* dg0 = delta + (long long)b * H * T;
   const float SL2 = scale * AG_LOG2E;
 
-  // query tiles qt0 … qt0 + NQR − 1 for each of the G heads: iteration n ↔ (head n / NQR, tile n % NQR)
+  // query tiles qt0 … qt0 + NQR − 1 for each of the GR heads: iteration n ↔ (head h0 + n / NQR, tile n % NQR)
   const int qt0 = pre ? 0 : k0 / BQ;
   const int qlast = (pre || WINDOW == 0 || k0 < SINK) ? T - 1 : ag_imin(T - 1, khi + WINDOW - 1);
-  const int NQR = qlast / BQ - qt0 + 1, NIT = G * NQR;
+  const int NQR = qlast / BQ - qt0 + 1, NIT = GR * NQR;
   auto load_q = [&](int it, int buf) {
-    const int h = hk * G + it / NQR, q1 = (qt0 + it % NQR) * BQ;
+    const int h = h0 + it / NQR, q1 = (qt0 + it % NQR) * BQ;
     ag_load_tile<BQ, DQK, T>(sQ + buf * BQ * LQ, qg0 + h * QHS, q1, LDQ, tid);
     ag_load_tile<BQ, DV, T>(sO + buf * BQ * LV, og0 + h * DV, q1, OD, tid);
     ag_load_vec<BQ, T>(sL + buf * BQ, lg0 + (long long)h * T, q1, tid);
@@ -732,7 +775,7 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   }
 
   for (int n = 0; n < NIT; ++n) {
-    const int cur = n & 1, h = hk * G + n / NQR, q0 = (qt0 + n % NQR) * BQ;
+    const int cur = n & 1, h = h0 + n / NQR, q0 = (qt0 + n % NQR) * BQ;
     if (n + 1 < NIT) {
       load_q(n + 1, cur ^ 1);
       ag_cp_commit();
@@ -879,6 +922,48 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
     for (int i = 0; i < VT; ++i)
 #pragma unroll
       for (int e = 0; e < 4; ++e) dvacc[i][e] *= dsc;
+  }
+  if constexpr (CL > 1) {   // the cluster reduce (see above); every block of the cluster gets here
+    if constexpr (ROPE != 0) {
+      if (!pre) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
+    }
+    constexpr int LR = DQK + DV + 4, C4 = (DQK + DV) / 4, NR = (BK + CL - 1) / CL;
+    float* sR = reinterpret_cast<float*>(ag_smem);   // the tiles are free: the loop ended with a barrier
+    const int rA = warp * 16 + g, rB = rA + 8;
+#pragma unroll
+    for (int i = 0; i < QT_; ++i) {
+      *reinterpret_cast<float2*>(sR + rA * LR + i * 8 + t4 * 2) = make_float2(dkacc[i][0], dkacc[i][1]);
+      *reinterpret_cast<float2*>(sR + rB * LR + i * 8 + t4 * 2) = make_float2(dkacc[i][2], dkacc[i][3]);
+    }
+#pragma unroll
+    for (int i = 0; i < VT; ++i) {
+      *reinterpret_cast<float2*>(sR + rA * LR + DQK + i * 8 + t4 * 2) = make_float2(dvacc[i][0], dvacc[i][1]);
+      *reinterpret_cast<float2*>(sR + rB * LR + DQK + i * 8 + t4 * 2) = make_float2(dvacc[i][2], dvacc[i][3]);
+    }
+    ag_cluster_sync();
+    bf16* gk = dk + (long long)b * T * LDK + KOFF + hk * KHS;
+    bf16* gv = dv + (long long)b * T * LDV + VOFF + hk * VHS;
+    for (int e = tid; e < NR * C4; e += AG_THREADS) {
+      const int row = rank + (e / C4) * CL, c = (e % C4) * 4, kj = k0 + row;
+      if (row >= BK) continue;
+      float4 a = ag_cluster_ld4(sR + row * LR + c, 0);
+      for (int j = 1; j < CL; ++j) {
+        const float4 x = ag_cluster_ld4(sR + row * LR + c, (unsigned)j);
+        a.x += x.x; a.y += x.y; a.z += x.z; a.w += x.w;
+      }
+      if (NPRE > 0 && pre) {
+        if (kj < NPRE) {
+          float* o = c < DQK ? dpk + (((long long)b * HKV + hk) * NPRE + kj) * DQK + c
+                             : dpv + (((long long)b * HKV + hk) * NPRE + kj) * DV + (c - DQK);
+          *reinterpret_cast<float4*>(o) = a;
+        }
+      } else if (kj < T) {
+        bf16* o = c < DQK ? gk + (long long)kj * LDK + c : gv + (long long)kj * LDV + (c - DQK);
+        *reinterpret_cast<uint2*>(o) = make_uint2(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w));
+      }
+    }
+    ag_cluster_sync();   // no block may leave while another still reads its shared memory
+    return;
   }
   if constexpr (NPRE > 0) {
     if (pre) {   // per-row f32 partials dpk/dpv [B, HKV, NPRE, D] (prefix keys were never rotated)

@@ -12,6 +12,9 @@
 -- two more template arguments (NPRE, NREP), refs `pk`, `pv` right after `v`, and attn_bwd_dkdv
 -- writes the f32 per-row partials `dpk`, `dpv` after dk, dv from ⌈NPRE/64⌉ extra blocks per
 -- (b, kv head) (the first blockIdx.y values). NPRE = 0 gives the plain kernels, unchanged.
+-- Grouped kv heads (H/HKV = G > 1): attn_bwd_dkdv runs as thread-block clusters of `cluster` blocks
+-- along x (the largest divisor of G up to 8; gen/emit.lua writes __cluster_dims__ on the wrapper), each
+-- block one share of the group's query heads, summed through distributed shared memory.
 local function I(a, k, what)
   local v = math.tointeger(a[k])
   assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
@@ -90,6 +93,14 @@ local function min_blocks(c, bwd)
          or not pow2(c.DQK) or not pow2(c.DV)))) and 3 or 2
 end
 local function bq(c) return (c.DQK + c.DV <= 128) and 64 or ((c.DQK + c.DV <= 256) and 32 or 16) end
+-- blocks per dK/dV cluster: keep in step with ag_cluster
+local function cluster(c)
+  local G, best = c.H // c.HKV, 1
+  for d = 2, math.min(8, G) do
+    if G % d == 0 then best = d end
+  end
+  return best
+end
 local args_bwd_in = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"dout","const bf16*"},
                       {"lse","const float*"}, {"delta","const float*"} }
 local function with(base, extra)
@@ -152,14 +163,16 @@ return {
     attn_bwd_dkdv = {
       fn = "attn_bwd_dkdv", tparams = tparams, consts = consts,
       args = args_of(args_bwd_in, { {"dk","bf16*"}, {"dv","bf16*"} }, { {"dpk","float*"}, {"dpv","float*"} }),
-      -- smem: K [64][DQK+8] + V [64][DV+8] + Q [2][BQ][DQK+8] + dO [2][BQ][DV+8] + lse, delta [2][BQ] f32
-      -- grid: ⌈NPRE/64⌉ prefix blocks, then the ⌈T/64⌉ key tiles, per (b, kv head)
+      -- smem: K [64][DQK+8] + V [64][DV+8] + Q [2][BQ][DQK+8] + dO [2][BQ][DV+8] + lse, delta [2][BQ] f32;
+      -- with a cluster at least the f32 staging [64][DQK + DV + 4] (ag_smem_dkdv)
+      -- grid: ⌈NPRE/64⌉ prefix blocks, then the ⌈T/64⌉ key tiles, per (b, kv head, rank in the cluster)
       launch = function(a)
         local c = cfg(a, "attn_bwd_dkdv")
-        local q = bq(c)
-        return { grid = {c.B * c.HKV, (c.NPRE + 63) // 64 + (c.T + 63) // 64, 1}, block = {128, 1, 1},
-                 min_blocks = min_blocks(c, true),
-                 smem = ((64 + 2 * q) * (c.DQK + 8) + (64 + 2 * q) * (c.DV + 8)) * 2 + 4 * q * 4 }
+        local q, cl = bq(c), cluster(c)
+        local smem = ((64 + 2 * q) * (c.DQK + 8) + (64 + 2 * q) * (c.DV + 8)) * 2 + 4 * q * 4
+        if cl > 1 then smem = math.max(smem, 64 * (c.DQK + c.DV + 4) * 4) end
+        return { grid = {c.B * c.HKV * cl, (c.NPRE + 63) // 64 + (c.T + 63) // 64, 1}, block = {128, 1, 1},
+                 min_blocks = min_blocks(c, true), cluster = cl > 1 and cl or nil, smem = smem }
       end,
     },
     attn_bwd_dq = {

@@ -4,7 +4,9 @@
 #   test_parscale --small             every ParScale kernel (templates/parscale.cuh) against its float64 reference
 #   test_attention_gen --small --only prefix cases (learned prefixes, NPRE > 0) and a cross-section of the
 #                                     plain variants (MHA, GQA, MLA dims, SWA + ALiBi + RoPE, dropout), so that
-#                                     NPRE = 0 stays unchanged; the full emulator run is `--small` without --only
+#                                     NPRE = 0 stays unchanged, and the dK/dV clusters of grouped kv heads (cl*:
+#                                     2 to 7 blocks summing through distributed shared memory); the full emulator
+#                                     run is `--small` without --only
 # The binaries are built by make (bin/test_*_emu, only when their sources changed; needs the CUDA headers).
 if [ ! -f "${CUDA_HOME:-/usr/local/cuda}/include/cuda_bf16.h" ]; then
   notok "gpu emulator: build" "needs the CUDA headers (cuda_bf16.h) under \$CUDA_HOME (default /usr/local/cuda)"
@@ -13,7 +15,7 @@ elif out=$(make -s bin/test_parscale_emu bin/test_attention_gen_emu bin/test_ker
     bin/test_kernels_emu --xent
   check "gpu emulator: test_parscale --small (parscale.cuh against float64)" bin/test_parscale_emu --small
   check "gpu emulator: test_attention_gen --small, prefix cases and a cross-section of the plain ones" \
-    bin/test_attention_gen_emu --small --only "pre,mha,gqa,mla swa,all,drop all,T=17"
+    bin/test_attention_gen_emu --small --only "pre,mha,gqa,mla swa,all,drop all,T=17,cl"
 else
   notok "gpu emulator: build (make bin/test_parscale_emu bin/test_attention_gen_emu bin/test_kernels_emu)" "$out"
 fi

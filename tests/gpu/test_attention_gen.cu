@@ -39,6 +39,9 @@
 #include "common.cuh"
 #include "attention.cuh"
 #include "attention_gen.cuh"
+#ifndef MF_EMU_CLUSTER
+#define MF_EMU_CLUSTER(n) ((void)0)   // the CPU emulator (tests/gpu/emu/emu.h) defines it
+#endif
 
 // ---- configurations ----------------------------------------------------------------------------
 // LAY 0: one packed buffer per row [q (H·DQK) | k (HKV·DQK) | v (HKV·DV)] (GPT-2 / fused Qwen);
@@ -89,7 +92,10 @@ k_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* p
 }
 template <class C> __global__ void __launch_bounds__(256)
 k_pre(const bf16* out, const bf16* dout, float* delta) { attn_bwd_pre<C::B, C::T, C::H, C::DV>(out, dout, delta); }
+// dK/dV of grouped kv heads runs as clusters of CL<C> blocks along x (ag_cluster; gen emits the same attribute)
+template <class C> constexpr int CL = ag_cluster<C::H / C::HKV>();
 template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
+__cluster_dims__(CL<C>, 1, 1)
 k_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const bf16* dout, const float* lse,
        const float* delta, const int* dropctr, bf16* dk, bf16* dv, float* dpk, float* dpv, float scale, float base,
        float p) {
@@ -393,7 +399,7 @@ static const float kBase = 10000.f;
 template <class C> static float scale_of() { return (float)(1.0 / std::sqrt((double)C::DQK)); }
 template <class C> static void setup() {
   CK(cudaFuncSetAttribute(k_fwd<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_fwd<C::DQK, C::DV>()));
-  CK(cudaFuncSetAttribute(k_dkdv<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dkdv<C::DQK, C::DV>()));
+  CK(cudaFuncSetAttribute(k_dkdv<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dkdv<C::DQK, C::DV, CL<C>>()));
   CK(cudaFuncSetAttribute(k_dq<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dq<C::DQK, C::DV>()));
 }
 static int* g_ctr = nullptr;   // device {kSeed, kCtr}: the dropctr input of every launch
@@ -410,7 +416,9 @@ static void run_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* out
                     float* dpk = nullptr, float* dpv = nullptr) {
   const long long th = (long long)C::B * C::T * C::H * attn_bwd_pre_lanes<C::DV>();
   k_pre<C><<<(unsigned)((th + 255) / 256), 256>>>(out, dout, delta);
-  k_dkdv<C><<<dim3(C::B * C::HKV, (C::NPRE + 63) / 64 + (C::T + 63) / 64), 128, ag_smem_dkdv<C::DQK, C::DV>()>>>(
+  MF_EMU_CLUSTER(CL<C>);   // the CPU emulator runs each cluster's blocks together (a no-op on the GPU)
+  k_dkdv<C><<<dim3(C::B * C::HKV * CL<C>, (C::NPRE + 63) / 64 + (C::T + 63) / 64), 128,
+              ag_smem_dkdv<C::DQK, C::DV, CL<C>>()>>>(
       q, k, v, pk, pv, dout, lse, delta, g_ctr, dk, dv, dpk, dpv, scale_of<C>(), kBase, C::P);
   k_dq<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_dq<C::DQK, C::DV>()>>>(q, k, v, pk, pv, dout, lse, delta,
                                                                                  g_ctr, dq, scale_of<C>(), kBase, C::P);
@@ -812,6 +820,13 @@ int main(int argc, char** argv) {
   test_case<Cfg<1, 80, 2, 2, 96, 96, 0, 0, 0, 2, 96, 1>>("d96 rope adj");
   test_case<Cfg<1, 100, 2, 2, 48, 80, 0, 0, 0, 1, 48, 1>>("d48/80 rope48");
   test_case<Cfg<1, 100, 2, 2, 192, 96, 0, 0, 0, 2, 64, 2>>("mla dv96");
+  // grouped kv heads as dK/dV clusters (ag_cluster: CL = 7, 3, 6 with 2 heads per block, 5): ranks that own
+  // 22 or 21 of the 64 key rows (CL = 3), every head of a cluster on its own block (CL = G = 7)
+  test_case<Cfg<2, 130, 14, 2, 64, 64, 0, 0, 0, 1, 64, 0>>("cl7 qwen2");
+  test_case<Cfg<1, 150, 6, 2, 32, 32, 40, 4, 0, 0, 0, 1>>("cl3 swa");
+  test_case<Cfg<1, 100, 12, 1, 16, 16, 0, 0, 1, 0, 0, 0>>("cl6 mqa alibi");
+  test_case<Drop<Cfg<1, 90, 5, 1, 32, 32, 0, 0, 0, 0, 0, 0>, 10, 2>>("cl5 drop");
+  test_case<Pre<Cfg<4, 70, 14, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 48, 2>>("cl7 pre");
   // attention dropout (forward and backward against the reference with the same mask)
   test_case<Drop<Cfg<1, 150, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>, 10, 3>>("drop");
   test_case<Drop<Cfg<2, 100, 4, 2, 32, 32, 40, 4, 1, 1, 32, 1>, 20, 5>>("drop all");

@@ -4,6 +4,10 @@
 // the PTX ISA). cp.async copies are deferred to the matching wait_group (or done at issue with
 // EMU_CP_EARLY=1). Dynamic shared memory and cudaMalloc memory start as 0xFF bytes (NaN), so
 // reads of unwritten data show up; ldmatrix/cp.async addresses are bounds- and alignment-checked.
+// Blocks run one after another, except the blocks of one thread-block cluster (a launch preceded by
+// MF_EMU_CLUSTER(n): n consecutive blocks along x), which run together, each with its own dynamic
+// shared memory, so that cluster barriers and distributed-shared-memory loads see their peers.
+// (Static __shared__ arrays are one per program here, so a cluster kernel must not use them.)
 #pragma once
 #include <cuda_bf16.h>
 #include <ucontext.h>
@@ -34,8 +38,9 @@ namespace emu {
 struct Copy { void* dst; const void* src; int n, srcn; };
 struct Fiber {
   ucontext_t ctx;
-  uint3 tid;
-  int warp = 0, lane = 0;
+  uint3 tid, blk;
+  int slot = 0;           // this thread's block within the running cluster (0 without clusters)
+  int warp = 0, lane = 0; // warp: index over the whole cluster
   bool done = false;
   std::vector<Copy> pending;
   std::vector<std::vector<Copy>> groups;
@@ -52,33 +57,54 @@ inline Fiber* cur = nullptr;
 inline std::vector<Fiber> fibers;
 inline std::vector<WarpSlot> warps;
 inline ucontext_t sched_ctx;
-inline uint3 blk;
 inline dim3 gdim, bdim;
-inline std::vector<unsigned char> smem;
-inline int bar_arrived = 0;
-inline unsigned bar_gen = 0;
+inline std::vector<std::vector<unsigned char>> smems;   // dynamic shared memory of each block of the cluster
+inline std::vector<int> bar_arrived;                     // __syncthreads, per block
+inline std::vector<unsigned> bar_gen;
+inline int cl_arrived = 0;                               // cluster barrier
+inline unsigned cl_gen = 0;
+inline int cluster_next = 1, cluster_n = 1;              // set by MF_EMU_CLUSTER, used by the next launch
 inline long long progress = 0;
 inline std::function<void()> kernel;
 inline std::vector<std::vector<char>> stacks;
 inline bool cp_early = getenv("EMU_CP_EARLY") != nullptr;
 
-inline void die(const char* m) { fprintf(stderr, "emu: %s (block %u,%u thread %u)\n", m, blk.x, blk.y, cur ? cur->tid.x : 0); exit(3); }
+inline void die(const char* m) {
+  fprintf(stderr, "emu: %s (block %u,%u thread %u)\n", m, cur ? cur->blk.x : 0, cur ? cur->blk.y : 0, cur ? cur->tid.x : 0);
+  exit(3);
+}
+inline unsigned char* cur_smem() { return smems[cur->slot].data(); }
+inline size_t cur_smem_size() { return smems[cur->slot].size(); }
 inline void yield() { swapcontext(&cur->ctx, &sched_ctx); }
 inline int live_in_warp(int w) {
   int n = 0;
   for (auto& f : fibers) if (f.warp == w && !f.done) ++n;
   return n;
 }
-inline int live_in_block() {
+inline int live_in_block(int slot) {
+  int n = 0;
+  for (auto& f : fibers) if (f.slot == slot && !f.done) ++n;
+  return n;
+}
+inline int live_in_cluster() {
   int n = 0;
   for (auto& f : fibers) if (!f.done) ++n;
   return n;
 }
 inline void syncthreads() {
-  unsigned g = bar_gen;
+  const int b = cur->slot;
+  unsigned g = bar_gen[b];
   ++progress;
-  if (++bar_arrived == live_in_block()) { bar_arrived = 0; ++bar_gen; }
-  else while (bar_gen == g) yield();
+  if (++bar_arrived[b] == live_in_block(b)) { bar_arrived[b] = 0; ++bar_gen[b]; }
+  else while (bar_gen[b] == g) yield();
+}
+// barrier.cluster.arrive + wait: every live thread of every block of the cluster
+inline void cluster_sync() {
+  if (cluster_n < 2) die("cluster barrier in a launch without a cluster (MF_EMU_CLUSTER before the launch)");
+  unsigned g = cl_gen;
+  ++progress;
+  if (++cl_arrived == live_in_cluster()) { cl_arrived = 0; ++cl_gen; }
+  else while (cl_gen == g) yield();
 }
 // warp collective: the caller has filled in[lane]/ptr[lane]; the last arrival runs `compute`.
 template <class F> inline void warp_op(int kind, F&& compute) {
@@ -92,7 +118,16 @@ template <class F> inline void warp_op(int kind, F&& compute) {
 }
 inline bool in_smem(const void* p, int n) {
   const unsigned char* c = (const unsigned char*)p;
-  return c >= smem.data() && c + n <= smem.data() + smem.size();
+  return c >= cur_smem() && c + n <= cur_smem() + cur_smem_size();
+}
+// ld.shared::cluster after mapa: the 16 bytes at p's offset in the shared memory of block `rank`
+inline float4 cluster_ld4(const void* p, unsigned rank) {
+  if (cluster_n < 2) die("distributed shared memory load in a launch without a cluster");
+  if (!in_smem(p, 16) || ((size_t)p & 15)) die("cluster load address outside dynamic smem or misaligned");
+  if (rank >= (unsigned)cluster_n) die("cluster load from a rank outside the cluster");
+  float4 v;
+  memcpy(&v, smems[rank].data() + ((const unsigned char*)p - cur_smem()), 16);
+  return v;
 }
 inline float bf_lo(unsigned u) { unsigned v = u << 16; float f; memcpy(&f, &v, 4); return f; }
 inline float bf_hi(unsigned u) { unsigned v = u & 0xffff0000u; float f; memcpy(&f, &v, 4); return f; }
@@ -184,22 +219,28 @@ inline void trampoline() {
   ++progress;
 }
 inline void launch(dim3 g, dim3 b, size_t smem_bytes, std::function<void()> fn) {
-  const int nt = b.x * b.y * b.z;
+  const int nt = b.x * b.y * b.z, cl = cluster_next;
+  cluster_next = 1;
   if (nt > 1024 || nt % 32) { fprintf(stderr, "emu: bad block size %d\n", nt); exit(3); }
   if (smem_bytes > 227 * 1024) { fprintf(stderr, "emu: dynamic smem %zu too large\n", smem_bytes); exit(3); }
-  gdim = g; bdim = b; kernel = std::move(fn);
-  if ((int)stacks.size() < nt) stacks.resize(nt, std::vector<char>(256 * 1024));
+  if (cl < 1 || cl > 8 || g.x % cl) { fprintf(stderr, "emu: cluster of %d blocks for grid x = %u\n", cl, g.x); exit(3); }
+  gdim = g; bdim = b; kernel = std::move(fn); cluster_n = cl;
+  if ((int)stacks.size() < nt * cl) stacks.resize(nt * cl, std::vector<char>(256 * 1024));
   for (unsigned z = 0; z < g.z; ++z)
     for (unsigned y = 0; y < g.y; ++y)
-      for (unsigned x = 0; x < g.x; ++x) {
-        blk = make_uint3(x, y, z);
-        smem.assign(smem_bytes, 0xff);
-        fibers.assign(nt, Fiber());
-        warps.assign(nt / 32, WarpSlot());
-        bar_arrived = 0;
-        for (int i = 0; i < nt; ++i) {
+      for (unsigned x = 0; x < g.x; x += cl) {
+        smems.assign(cl, std::vector<unsigned char>(smem_bytes, 0xff));
+        fibers.assign(nt * cl, Fiber());
+        warps.assign(nt / 32 * cl, WarpSlot());
+        bar_arrived.assign(cl, 0);
+        bar_gen.assign(cl, 0);
+        cl_arrived = 0;
+        for (int i = 0; i < nt * cl; ++i) {
           Fiber& f = fibers[i];
-          f.tid = make_uint3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
+          const int t = i % nt;
+          f.slot = i / nt;
+          f.blk = make_uint3(x + f.slot, y, z);
+          f.tid = make_uint3(t % b.x, (t / b.x) % b.y, t / (b.x * b.y));
           f.warp = i / 32; f.lane = i % 32;
           getcontext(&f.ctx);
           f.ctx.uc_stack.ss_sp = stacks[i].data();
@@ -225,10 +266,12 @@ inline void launch(dim3 g, dim3 b, size_t smem_bytes, std::function<void()> fn) 
 }  // namespace emu
 
 #define threadIdx (emu::cur->tid)
-#define blockIdx (emu::blk)
+#define blockIdx (emu::cur->blk)
 #define blockDim (emu::bdim)
 #define gridDim (emu::gdim)
 inline void __syncthreads() { emu::syncthreads(); }
+#define __cluster_dims__(...)
+#define MF_EMU_CLUSTER(n) (emu::cluster_next = (n))
 // a warp barrier: every live lane of the warp arrives (a collective with no data)
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_op(5, [](emu::WarpSlot&) {}); }
 template <class T> inline T __shfl_xor_sync(unsigned, T v, int o, int = 32) { return emu::shfl_xor(v, o); }

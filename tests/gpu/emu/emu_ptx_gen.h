@@ -8,6 +8,8 @@ template <int K> __device__ __forceinline__ void ag_cp_wait() { emu::cp_wait(K);
 __device__ __forceinline__ void ag_ldsm_x4(unsigned r[4], const bf16* p) { emu::ldsm(r, p, false); }
 __device__ __forceinline__ void ag_ldsm_x4_t(unsigned r[4], const bf16* p) { emu::ldsm(r, p, true); }
 __device__ __forceinline__ void ag_mma(float c[4], const unsigned a[4], unsigned b0, unsigned b1) { emu::mma(c, a, b0, b1); }
+__device__ __forceinline__ void ag_cluster_sync() { emu::cluster_sync(); }
+__device__ __forceinline__ float4 ag_cluster_ld4(const float* p, unsigned rank) { return emu::cluster_ld4(p, rank); }
 // sin(πx), cos(πx) in float, as CUDA's sincospif (computed in double, then rounded)
 inline void sincospif(float x, float* s, float* c) {
   const double a = 3.141592653589793 * (double)x;

@@ -35,16 +35,16 @@ for f in os.listdir(src + '/templates'):
     if f == 'attention.cuh':
         a = s.index('// ---- PTX wrappers'); b = s.index('// ---- fragment loaders')
         s = s[:a] + '#include "emu_ptx.h"\n' + s[b:]
-        s2 = s.replace('extern __shared__ __align__(16) unsigned char mf_att_smem[];', 'unsigned char* mf_att_smem = emu::smem.data();')
-        assert s2.count('emu::smem.data()') == 3; s = s2
+        s2 = s.replace('extern __shared__ __align__(16) unsigned char mf_att_smem[];', 'unsigned char* mf_att_smem = emu::cur_smem();')
+        assert s2.count('emu::cur_smem()') == 3; s = s2
     if f == 'attention_gen.cuh':
         a = s.index('// ---- PTX wrappers'); b = s.index('// ---- fragment loaders')
         s = s[:a] + '#include "emu_ptx_gen.h"\n' + s[b:]
-        s2 = s.replace('extern __shared__ __align__(16) unsigned char ag_smem[];', 'unsigned char* ag_smem = emu::smem.data();')
-        assert s2.count('emu::smem.data()') == 3; s = s2
+        s2 = s.replace('extern __shared__ __align__(16) unsigned char ag_smem[];', 'unsigned char* ag_smem = emu::cur_smem();')
+        assert s2.count('emu::cur_smem()') == 3; s = s2
     if f == 'parscale.cuh':
-        s2 = s.replace('extern __shared__ __align__(16) unsigned char ps_smem[];', 'unsigned char* ps_smem = emu::smem.data();')
-        assert s2.count('emu::smem.data()') == 2; s = s2
+        s2 = s.replace('extern __shared__ __align__(16) unsigned char ps_smem[];', 'unsigned char* ps_smem = emu::cur_smem();')
+        assert s2.count('emu::cur_smem()') == 2; s = s2
     assert 'asm' not in re.sub(r'//.*', '', s), f
     wr(out + '/' + f, s)
 # test programs
