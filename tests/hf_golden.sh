@@ -14,14 +14,13 @@
 hf_gpu_tol() { if [ "$1" = - ]; then echo 5e-2; else gpu_tol "$1"; fi; }
 hf_golden_cases() {
   local engine=$1 py=$2; shift 2
-  local name src spec sets args kv d srcarg out be
+  local name src spec sets args kv d srcarg out be nc=--no-compile
+  case " $* " in *" gpu "*) nc= ;; esac   # the GPU needs the compiled program
   while read -r name src spec sets; do
     case "$name" in ''|'#'*) continue ;; esac
     args=()
     for kv in $sets; do args+=(--set "$kv"); done
     d="$TMPDIR/hfg_$name"
-    local nc=--no-compile
-    case " $* " in *" gpu "*) nc= ;; esac
     if ! out=$(bin/gen "$spec" "${args[@]}" -o "$d" $nc 2>&1); then notok "hf golden $name: gen" "$out"; continue; fi
     srcarg=(); [ "$src" = - ] || srcarg=(--src "tests/golden/$src.safetensors")
     if ! out=$("$py" tests/reference/hf_golden.py "$d/config.json" "$d/hf.safetensors" "${srcarg[@]}" --engine "$engine" 2>&1); then

@@ -18,8 +18,8 @@ summed, the padded vocabulary rows zero) — no inverse mapping is written by ha
 
 OUT has the golden format of decoder_ref.py with one step (S = 1): init.* (= SRC's), grad.*, tokens/targets
 [1, A·B, T], logits [A·B, T, V], loss [1] and losses [1] (the step-0 loss, before any update). The loss of a step
-is the mean over its A micro-batches of each one's mean token cross-entropy over the V real columns, as in
-decoder_ref.loss_and_grads. Frozen parameters get zero gradients. Configurations with dropout are refused
+is the mean over its A micro-batches of each one's mean token cross-entropy over the V real columns
+(decoder_ref.loss_and_grads, run on the engine). Frozen parameters get zero gradients. Configurations with dropout are refused
 (transformers' dropout masks are not ours).
 
 --engine ref swaps transformers for decoder_ref.py / parscale_ref.py's own forward (same driver, same file): the
@@ -112,7 +112,7 @@ def main():
 
     if a.engine == "ref":
         def forward(W, tok):
-            return model.forward(W, tok.to(a.device))[..., :V]
+            return model.forward(W, tok)[..., :V]
         what = f"{type(model).__name__} (tests/reference, float64)"
     else:
         try:
@@ -122,18 +122,17 @@ def main():
         except Exception as e:  # CrossCheckError: the configuration has no transformers model
             die(f"{a.config}: {e}")
 
+    class Engine:  # what decoder_ref.loss_and_grads calls: forward(W, tokens, drop) and V
+        def forward(self, W, tok, drop):
+            return forward(W, tok)
+    Engine.V = V
     frozen = {p["name"]: bool(p.get("frozen", False)) for p in params}
     W = {n: init[n].to(device=a.device, dtype=dr.DTYPE).requires_grad_(not frozen[n]) for n in names}
-    total, logits = 0.0, []
-    for k in range(A):
-        lg = forward(W, tokens[0, k * B:(k + 1) * B])
-        if lg.shape[-1] != V:
-            die(f"internal: the engine returned {lg.shape[-1]} logit columns, expected V = {V}")
-        total = total + dr.xent_mean(lg, targets[0, k * B:(k + 1) * B].to(a.device), V) / A
-        logits.append(lg.detach())
-    total.backward()
-    out = {"tokens": tokens, "targets": targets, "logits": torch.cat(logits).cpu().float(),
-           "loss": total.detach().reshape(1).cpu().float(), "losses": total.detach().reshape(1).cpu().float()}
+    total, logits = dr.loss_and_grads(Engine(), W, tokens[0].to(a.device), targets[0].to(a.device), A, None, 0)
+    if logits.shape[-1] != V:
+        die(f"internal: the engine returned {logits.shape[-1]} logit columns, expected V = {V}")
+    out = {"tokens": tokens, "targets": targets, "logits": logits.cpu().float(),
+           "loss": total.reshape(1).cpu().float(), "losses": total.reshape(1).cpu().float()}
     for n in names:
         g = W[n].grad
         out["init." + n] = init[n].float()
