@@ -282,15 +282,28 @@ template <int R>
 __device__ __forceinline__ float ag_theta(int p, float base) {
   return 1.f / powf(base, (float)(2 * p) / (float)R);
 }
-// Rotate, in place, the last R dims of every row of a [ROWS][DH + 8] shared tile; row r holds
+// Shared tiles come in two layouts; a layout maps (row r, column c) to an element offset.
+//   ag_pitched<DH>: row-major with pitch DH + 8 (the mma.sync kernels here, read by ldmatrix).
+//   ag_sw128<ROWS>: the 128-byte-swizzled layout Hopper's wgmma reads (attention_wg.cuh): the tile is
+//     DH/64 column blocks of [ROWS][64]; within a block row r is 128 contiguous bytes and its 16-byte
+//     chunk j sits at chunk j ^ (r mod 8), so a block is ROWS/8 atoms of 8 rows × 128 bytes.
+template <int DH> struct ag_pitched {
+  static __device__ __forceinline__ int at(int r, int c) { return r * (DH + 8) + c; }
+};
+template <int ROWS> struct ag_sw128 {
+  static __host__ __device__ __forceinline__ int at(int r, int c) {
+    return (c >> 6) * ROWS * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
+  }
+};
+// Rotate, in place, the last R dims of every row of a ROWS × DH shared tile in layout L; row r holds
 // position pos0 + r. Thread tid < P·STEP (P = R/2 pairs, STEP = ⌊128/P⌋; all 128 threads when R is
 // a power of two, 96 for R = 96) turns pair p = tid mod P of rows tid/P + k·STEP: one sincospif
 // for its first row (sincospif(x/π): exact range reduction, no local memory), then angle addition
 // by STEP·θ_p from row to row. The per-thread constants are recomputed on every call rather than
 // kept live across the key loop (registers are scarcer).
-template <int ROWS, int DH, int MODE, int R>
+template <int ROWS, int DH, int MODE, int R, class L = ag_pitched<DH>>
 __device__ __forceinline__ void ag_rope_tile(bf16* s, int pos0, float base, int tid) {
-  constexpr int P = R / 2, STEP = AG_THREADS / P, LD = DH + 8;
+  constexpr int P = R / 2, STEP = AG_THREADS / P;
   static_assert(R % 16 == 0 && P <= AG_THREADS, "ag_rope_tile: R must be a multiple of 16 up to 256");
   if constexpr (P * STEP < AG_THREADS) {
     if (tid >= P * STEP) return;   // the threads left over when P does not divide 128
@@ -302,11 +315,11 @@ __device__ __forceinline__ void ag_rope_tile(bf16* s, int pos0, float base, int 
   sincospif((float)(pos0 + r0) * th, &sn, &cs);
 #pragma unroll
   for (int r = r0; r < ROWS; r += STEP) {
-    bf16* x = s + r * LD + (DH - R);
-    const int i1 = MODE == 1 ? p : 2 * p, i2 = MODE == 1 ? p + P : 2 * p + 1;
-    const float x1 = bf2f(x[i1]), x2 = bf2f(x[i2]);
-    x[i1] = f2bf(x1 * cs - x2 * sn);
-    x[i2] = f2bf(x2 * cs + x1 * sn);
+    const int i1 = (DH - R) + (MODE == 1 ? p : 2 * p), i2 = (DH - R) + (MODE == 1 ? p + P : 2 * p + 1);
+    bf16 *x1p = s + L::at(r, i1), *x2p = s + L::at(r, i2);
+    const float x1 = bf2f(*x1p), x2 = bf2f(*x2p);
+    *x1p = f2bf(x1 * cs - x2 * sn);
+    *x2p = f2bf(x2 * cs + x1 * sn);
     const float c2 = cs * cd - sn * sd;
     sn = sn * cd + cs * sd;
     cs = c2;
@@ -353,16 +366,17 @@ __device__ __forceinline__ void ag_unrope_frag(float (*acc)[4], int tA, int tB, 
 
 // ---- loads -----------------------------------------------------------------------------------
 // Load a ROWS×DH tile of bf16 (global row stride `gstride` elements, rows row0… of `g`) into
-// shared memory with pitch DH + 8; rows ≥ T are zero-filled. All AG_THREADS threads cooperate.
-template <int ROWS, int DH, int T>
+// shared memory in layout L (default: pitch DH + 8); rows ≥ T are zero-filled. All AG_THREADS threads
+// cooperate; 16-byte chunks, consecutive threads along a row.
+template <int ROWS, int DH, int T, class L = ag_pitched<DH>>
 __device__ __forceinline__ void ag_load_tile(bf16* s, const bf16* g, int row0, long long gstride, int tid) {
-  constexpr int CPR = DH / 8, LD = DH + 8;
+  constexpr int CPR = DH / 8;
 #pragma unroll
   for (int c = tid; c < ROWS * CPR; c += AG_THREADS) {
     const int r = c / CPR, cc = (c % CPR) * 8;
     const bool ok = row0 + r < T;
     const bf16* src = g + (long long)(ok ? row0 + r : 0) * gstride + cc;
-    ag_cp_async16(s + r * LD + cc, src, ok ? 16 : 0);
+    ag_cp_async16(s + L::at(r, cc), src, ok ? 16 : 0);
   }
 }
 // Load ROWS floats v[row0 …] (rows ≥ T give 0) into shared memory.
