@@ -39,9 +39,10 @@ bin/test_kernels: tests/gpu/test_kernels.cu $(wildcard templates/*.cuh)
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
 # the generalized attention kernels' tests and benchmark (bench/bench.sh runs it with --bench-only)
-bin/test_attention_gen: tests/gpu/test_attention_gen.cu templates/common.cuh templates/attention.cuh templates/attention_gen.cuh
+# (sm_90a: the wgmma kernels of attention_wg.cuh are arch-specific)
+bin/test_attention_gen: tests/gpu/test_attention_gen.cu templates/common.cuh templates/attention.cuh templates/attention_gen.cuh templates/attention_wg.cuh
 	@mkdir -p bin
-	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
+	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a -Itemplates $< -o $@
 bin/test_parscale: tests/gpu/test_parscale.cu templates/common.cuh templates/parscale.cuh
 	@mkdir -p bin
 	$(CUDA_HOME)/bin/nvcc -std=c++17 -O2 -arch=sm_90 -Itemplates $< -o $@
@@ -49,7 +50,7 @@ bin/test_parscale: tests/gpu/test_parscale.cu templates/common.cuh templates/par
 # The GPU kernel tests built for the CPU emulator (tests/gpu/emu: no GPU needed; tests/t_gpu_emu.sh
 # runs their fast variants under `make test`). prep.py rewrites bin/emu/ (only files whose text changed).
 EMU_CORE := templates/common.cuh $(wildcard tests/gpu/emu/*.h) tests/gpu/emu/prep.py
-bin/test_attention_gen_emu: templates/attention.cuh templates/attention_gen.cuh
+bin/test_attention_gen_emu: templates/attention.cuh templates/attention_gen.cuh templates/attention_wg.cuh
 bin/test_parscale_emu: templates/parscale.cuh
 bin/test_kernels_emu: $(wildcard templates/*.cuh)
 bin/test_%_emu: tests/gpu/test_%.cu $(EMU_CORE)

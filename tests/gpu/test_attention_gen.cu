@@ -39,6 +39,7 @@
 #include "common.cuh"
 #include "attention.cuh"
 #include "attention_gen.cuh"
+#include "attention_wg.cuh"
 #ifndef MF_EMU_CLUSTER
 #define MF_EMU_CLUSTER(n) ((void)0)   // the CPU emulator (tests/gpu/emu/emu.h) defines it
 #endif
@@ -63,6 +64,7 @@ struct Cfg {
   static constexpr int STREAM = 0;
   static constexpr float P = 0.f;
   static constexpr int NPRE = 0, NREP = 1;   // learned prefix: see Pre
+  static constexpr bool WG = false;          // the wgmma kernels (attention_wg.cuh): see Wg
 };
 // C with attention-probability dropout p = PCT/100 and the op's stream id STREAM_.
 template <class C, int PCT, int STREAM_>
@@ -76,6 +78,14 @@ template <class C, int NPRE_, int NREP_>
 struct Pre : C {
   static constexpr int NPRE = NPRE_, NREP = NREP_;
 };
+// C on the wgmma kernels (sm_90a; attention_wg.cuh) wherever they can run: forward and dQ always, dK/dV when
+// no cluster is needed (WGKV), else attention_gen.cuh's dK/dV. (gen picks per kernel where they are faster:
+// attention_gen.lua, wg.)
+template <class C>
+struct Wg : C {
+  static constexpr bool WG = true;
+};
+template <class C> constexpr bool WGKV = C::WG && ag_cluster<C::H / C::HKV>() == 1;
 #define AGC(C)                                                                                        \
   C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS, C::KHS, \
       C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM
@@ -83,10 +93,13 @@ struct Pre : C {
 // ---- __global__ wrappers (what gen emits) ------------------------------------------------------
 // (dropctr and p are used by the dropout instantiations only, as gen emits two signatures)
 // (pk/pv and dpk/dpv likewise by the prefix instantiations only)
-template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, false, C::DROP>())
+// blocks per SM of each wrapper's __launch_bounds__ (attention_gen.lua's min_blocks; 2 for the wgmma kernels)
+template <class C, bool BWD, bool WGK> constexpr int MINB = WGK ? 2 : ag_min_blocks<C::DQK, C::DV, C::ROPE, BWD, C::DROP>();
+template <class C> __global__ void __launch_bounds__(128, MINB<C, false, C::WG>)
 k_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const int* dropctr, bf16* out,
       float* lse, float scale, float base, float p) {
-  if constexpr (C::DROP) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, scale, base, p);
+  if constexpr (C::WG) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, scale, base);
+  else if constexpr (C::DROP) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, scale, base, p);
   else if constexpr (C::NPRE > 0) attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, scale, base);
   else attn_fwd<AGC(C)>(q, k, v, out, lse, scale, base);
 }
@@ -94,20 +107,22 @@ template <class C> __global__ void __launch_bounds__(256)
 k_pre(const bf16* out, const bf16* dout, float* delta) { attn_bwd_pre<C::B, C::T, C::H, C::DV>(out, dout, delta); }
 // dK/dV of grouped kv heads runs as clusters of CL<C> blocks along x (ag_cluster; gen emits the same attribute)
 template <class C> constexpr int CL = ag_cluster<C::H / C::HKV>();
-template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
+template <class C> __global__ void __launch_bounds__(128, MINB<C, true, WGKV<C>>)
 __cluster_dims__(CL<C>, 1, 1)
 k_dkdv(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const bf16* dout, const float* lse,
        const float* delta, const int* dropctr, bf16* dk, bf16* dv, float* dpk, float* dpv, float scale, float base,
        float p) {
-  if constexpr (C::DROP) attn_bwd_dkdv<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dk, dv, scale, base, p);
+  if constexpr (WGKV<C>) attn_bwd_dkdv_wg<AGC(C)>(q, k, v, dout, lse, delta, dk, dv, scale, base);
+  else if constexpr (C::DROP) attn_bwd_dkdv<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dk, dv, scale, base, p);
   else if constexpr (C::NPRE > 0)
     attn_bwd_dkdv<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, dout, lse, delta, dk, dv, dpk, dpv, scale, base);
   else attn_bwd_dkdv<AGC(C)>(q, k, v, dout, lse, delta, dk, dv, scale, base);
 }
-template <class C> __global__ void __launch_bounds__(128, ag_min_blocks<C::DQK, C::DV, C::ROPE, true, C::DROP>())
+template <class C> __global__ void __launch_bounds__(128, MINB<C, true, C::WG>)
 k_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const bf16* dout, const float* lse,
      const float* delta, const int* dropctr, bf16* dq, float scale, float base, float p) {
-  if constexpr (C::DROP) attn_bwd_dq<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dq, scale, base, p);
+  if constexpr (C::WG) attn_bwd_dq_wg<AGC(C)>(q, k, v, dout, lse, delta, dq, scale, base);
+  else if constexpr (C::DROP) attn_bwd_dq<AGC(C), C::STREAM>(q, k, v, dout, lse, delta, dropctr, dq, scale, base, p);
   else if constexpr (C::NPRE > 0)
     attn_bwd_dq<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, dout, lse, delta, dq, scale, base);
   else attn_bwd_dq<AGC(C)>(q, k, v, dout, lse, delta, dq, scale, base);
@@ -397,17 +412,21 @@ static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S
 // ---- launching ---------------------------------------------------------------------------------
 static const float kBase = 10000.f;
 template <class C> static float scale_of() { return (float)(1.0 / std::sqrt((double)C::DQK)); }
+// dynamic shared memory of each kernel (attention_gen.lua's launch.smem)
+template <class C> constexpr int SM_FWD = C::WG ? wg_smem_fwd<C::DQK, C::DV>() : ag_smem_fwd<C::DQK, C::DV>();
+template <class C> constexpr int SM_DKDV = WGKV<C> ? wg_smem_dkdv<C::DQK, C::DV>() : ag_smem_dkdv<C::DQK, C::DV, CL<C>>();
+template <class C> constexpr int SM_DQ = C::WG ? wg_smem_dq<C::DQK, C::DV>() : ag_smem_dq<C::DQK, C::DV>();
 template <class C> static void setup() {
-  CK(cudaFuncSetAttribute(k_fwd<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_fwd<C::DQK, C::DV>()));
-  CK(cudaFuncSetAttribute(k_dkdv<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dkdv<C::DQK, C::DV, CL<C>>()));
-  CK(cudaFuncSetAttribute(k_dq<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, ag_smem_dq<C::DQK, C::DV>()));
+  CK(cudaFuncSetAttribute(k_fwd<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, SM_FWD<C>));
+  CK(cudaFuncSetAttribute(k_dkdv<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, SM_DKDV<C>));
+  CK(cudaFuncSetAttribute(k_dq<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, SM_DQ<C>));
 }
 static int* g_ctr = nullptr;   // device {kSeed, kCtr}: the dropctr input of every launch
 // pk/pv (and dpk/dpv) are used when C::NPRE > 0; the dK/dV grid then has ⌈NPRE/64⌉ more tiles.
 template <class C>
 static void run_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, const bf16* pk = nullptr,
                     const bf16* pv = nullptr) {
-  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_fwd<C::DQK, C::DV>()>>>(q, k, v, pk, pv, g_ctr, out, lse,
+  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, (SM_FWD<C>)>>>(q, k, v, pk, pv, g_ctr, out, lse,
                                                                                     scale_of<C>(), kBase, C::P);
 }
 template <class C>
@@ -418,9 +437,9 @@ static void run_bwd(const bf16* q, const bf16* k, const bf16* v, const bf16* out
   k_pre<C><<<(unsigned)((th + 255) / 256), 256>>>(out, dout, delta);
   MF_EMU_CLUSTER(CL<C>);   // the CPU emulator runs each cluster's blocks together (a no-op on the GPU)
   k_dkdv<C><<<dim3(C::B * C::HKV * CL<C>, (C::NPRE + 63) / 64 + (C::T + 63) / 64), 128,
-              ag_smem_dkdv<C::DQK, C::DV, CL<C>>()>>>(
+              (SM_DKDV<C>)>>>(
       q, k, v, pk, pv, dout, lse, delta, g_ctr, dk, dv, dpk, dpv, scale_of<C>(), kBase, C::P);
-  k_dq<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, ag_smem_dq<C::DQK, C::DV>()>>>(q, k, v, pk, pv, dout, lse, delta,
+  k_dq<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, (SM_DQ<C>)>>>(q, k, v, pk, pv, dout, lse, delta,
                                                                                  g_ctr, dq, scale_of<C>(), kBase, C::P);
 }
 
@@ -665,7 +684,8 @@ static constexpr int bench_bh(long long T, long long W, long long S) {
   return bh;
 }
 struct Row {
-  int T, d, W, S, BH;
+  const char* kern;   // "mma.sync" (attention_gen.cuh) or "wgmma" (attention_wg.cuh)
+  int T, d, dv, W, S, BH;
   double fwd_ms, fb_ms, fwd_tf, fb_tf;
 };
 static std::vector<Row> g_rows;
@@ -712,11 +732,15 @@ template <class C> static Row bench_case() {
   });
   const double pr = (double)C::B * C::H * (double)pairs(C::T, C::WINDOW, C::SINK);
   const double ff = 2.0 * pr * (C::DQK + C::DV), fb = ff + 2.0 * pr * (3 * C::DQK + 2 * C::DV);
-  return Row{C::T, C::DQK, C::WINDOW, C::SINK, C::B * C::H, tf, tfb, ff / tf * 1e-9, fb / tfb * 1e-9};
+  return Row{C::WG ? "wgmma" : "mma.sync", C::T, C::DQK, C::DV, C::WINDOW, C::SINK, C::B * C::H, tf, tfb,
+             ff / tf * 1e-9, fb / tfb * 1e-9};
 }
-template <int T, int d, int W, int S> static void bench_gen() {
-  constexpr int BH = bench_bh(T, W, S), H = 16;
-  g_rows.push_back(bench_case<Cfg<BH / H, T, H, H, d, d, W, S, 0, 0, 0, 0>>());
+// both kernel families at one shape (MHA, H = 16, packed qkv; RP = RoPE mode on the last 64 dims, 0 = none)
+template <int T, int d, int W, int S, int dv = d, int RP = 0> static void bench_gen() {
+  constexpr int BH = bench_bh(T, W, S), H = 16, RD = RP ? 64 : 0;
+  using C = Cfg<BH / H, T, H, H, d, dv, W, S, 0, RP, RD, 0>;
+  g_rows.push_back(bench_case<C>());
+  g_rows.push_back(bench_case<Wg<C>>());
 }
 // The learned prefix's cost at the Qwen2-0.5B attention shape (14 heads, 2 kv heads, d = 64,
 // half-split RoPE, packed qkv, T = 2048, NPRE = 48; B = NREP·Bm rows): the kernels with and
@@ -844,6 +868,22 @@ int main(int argc, char** argv) {
   test_case<Pre<Cfg<2, 80, 2, 2, 128, 128, 0, 0, 0, 1, 128, 0>, 5, 2>>("pre d128");
   test_case<Pre<Cfg<2, 60, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>, 40, 2>>("pre mla");   // dQ tiles of 32
   test_case<Pre<Cfg<2, 1, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 3, 2>>("pre T=1");
+  // the wgmma kernels (attention_wg.cuh; sm_90a): head widths 64/128/192, every mask, ALiBi, RoPE, GQA
+  //             B  T    H  HKV DQK  DV   W    S   AL RP RD  LAY
+  test_case<Wg<Cfg<1, 200, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>>>("wg mha");
+  test_case<Wg<Cfg<1, 130, 2, 2, 128, 128, 0, 0, 0, 0, 0, 1>>>("wg d128");
+  test_case<Wg<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>>("wg mla");
+  test_case<Wg<Cfg<1, 150, 2, 2, 192, 128, 32, 4, 0, 2, 64, 2>>>("wg mla swa");
+  test_case<Wg<Cfg<1, 200, 2, 2, 64, 64, 16, 4, 0, 0, 0, 0>>>("wg swa");
+  test_case<Wg<Cfg<1, 70, 2, 2, 64, 64, 1, 0, 0, 0, 0, 0>>>("wg swa W=1");
+  test_case<Wg<Cfg<1, 150, 2, 2, 64, 64, 8, 80, 0, 0, 0, 1>>>("wg swa S>=W");
+  test_case<Wg<Cfg<1, 100, 8, 8, 64, 64, 0, 0, 1, 0, 0, 0>>>("wg alibi H=8");
+  test_case<Wg<Cfg<1, 100, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>>>("wg rope half");
+  test_case<Wg<Cfg<1, 90, 2, 2, 128, 64, 0, 0, 0, 1, 32, 1>>>("wg d128/64 rope R<d");
+  test_case<Wg<Cfg<1, 96, 8, 2, 64, 64, 0, 0, 0, 0, 0, 1>>>("wg gqa");          // dK/dV: the cluster kernel
+  test_case<Wg<Cfg<1, 100, 11, 1, 64, 64, 0, 0, 1, 0, 0, 0>>>("wg g11 alibi");  // dK/dV: wgmma, 11 heads in turn
+  test_case<Wg<Cfg<1, 1, 2, 2, 64, 64, 0, 0, 0, 0, 0, 0>>>("wg T=1");
+  test_case<Wg<Cfg<1, 17, 2, 1, 64, 64, 4, 2, 1, 2, 64, 0>>>("wg T=17 all");
   if (!small) {
     test_case<Cfg<4, 1024, 4, 4, 64, 64, 0, 0, 0, 0, 0, 0>>("big mha");
     test_case<Cfg<1, 2048, 2, 2, 128, 128, 256, 4, 0, 0, 0, 0>>("big swa");
@@ -854,6 +894,10 @@ int main(int argc, char** argv) {
     test_case<Drop<Cfg<1, 1024, 4, 2, 96, 96, 0, 0, 0, 1, 96, 0>, 10, 4>>("big drop d96 gqa");
     test_case<Drop<Cfg<1, 512, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>, 10, 6>>("big drop mla");
     test_case<Pre<Cfg<2, 1024, 14, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 48, 2>>("big pre qwen2-0.5b");
+    test_case<Wg<Cfg<4, 1024, 4, 4, 64, 64, 0, 0, 0, 0, 0, 0>>>("wg big mha");
+    test_case<Wg<Cfg<1, 2048, 2, 2, 64, 64, 256, 4, 0, 1, 64, 0>>>("wg big swa rope");
+    test_case<Wg<Cfg<1, 1024, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>>>("wg big mla");
+    test_case<Wg<Cfg<1, 512, 8, 2, 128, 128, 0, 0, 0, 1, 128, 1>>>("wg big gqa rope");
   }
   }
 
@@ -883,18 +927,22 @@ int main(int argc, char** argv) {
     bench_gen<4096, 128, 256, 4>();
     bench_gen<16384, 128, 0, 0>();
     bench_gen<16384, 128, 256, 4>();
+    bench_gen<2048, 192, 0, 0, 128, 2>();   // swamla's MLA layer: DQK 192 (adjacent RoPE on 64), DV 128
+    bench_gen<2048, 64, 256, 4, 64, 1>();   // swamla_small's SWA layer: d 64, half-split RoPE
     printf("\nattention_gen benchmark (%s; MHA, packed qkv, H=16; TFLOP/s over visible pairs)\n", prop.name);
-    printf("%6s %4s %-12s %5s %10s %9s %12s %9s %14s\n", "T", "d", "mask", "B*H", "fwd ms", "fwd TF/s", "fwd+bwd ms",
-           "f+b TF/s", "SWA speedup");
+    printf("%-8s %6s %7s %-12s %5s %10s %9s %12s %9s %14s\n", "kernels", "T", "d/dv", "mask", "B*H", "fwd ms",
+           "fwd TF/s", "fwd+bwd ms", "f+b TF/s", "SWA speedup");
     for (const Row& r : g_rows) {
       std::string sp = "";
-      if (r.W) {   // fwd+bwd time per head against causal at the same T and d
+      if (r.W) {   // fwd+bwd time per head against causal at the same T, d and kernels
         for (const Row& c : g_rows)
-          if (!c.W && c.T == r.T && c.d == r.d) sp = shp("%.1fx", (c.fb_ms / c.BH) / (r.fb_ms / r.BH));
+          if (!c.W && c.T == r.T && c.d == r.d && c.dv == r.dv && !strcmp(c.kern, r.kern))
+            sp = shp("%.1fx", (c.fb_ms / c.BH) / (r.fb_ms / r.BH));
       }
       const std::string mask = r.W ? shp("W=%d S=%d", r.W, r.S) : std::string("causal");
-      printf("%6d %4d %-12s %5d %10.3f %9.1f %12.3f %9.1f %14s\n", r.T, r.d, mask.c_str(), r.BH, r.fwd_ms, r.fwd_tf,
-             r.fb_ms, r.fb_tf, sp.c_str());
+      const std::string dd = shp("%d/%d", r.d, r.dv);
+      printf("%-8s %6d %7s %-12s %5d %10.3f %9.1f %12.3f %9.1f %14s\n", r.kern, r.T, dd.c_str(), mask.c_str(), r.BH,
+             r.fwd_ms, r.fwd_tf, r.fb_ms, r.fb_tf, sp.c_str());
     }
     CK(cudaEventDestroy(g_e0));
     CK(cudaEventDestroy(g_e1));

@@ -52,6 +52,7 @@ struct WarpSlot {
   unsigned in[32][12];
   const void* ptr[32];
   unsigned out[32][4];
+  float wa[16][16];   // wgmma: the warp's A rows gathered from its lanes' register fragments
 };
 inline Fiber* cur = nullptr;
 inline std::vector<Fiber> fibers;
@@ -182,6 +183,54 @@ inline void mma(float c[4], const unsigned a[4], unsigned b0, unsigned b1) {
     }
   });
   memcpy(c, w.out[cur->lane], 16);
+}
+// wgmma (sm_90a): a 64-bit shared-memory matrix descriptor (start/16 in bits 0-13 — here an offset into this
+// block's dynamic shared memory —, leading byte offset/16 in 16-29, stride byte offset/16 in 32-45, swizzle
+// in 62-63) names element (mn, k) of a K-major (k contiguous) or MN-major (mn contiguous) operand by the
+// canonical layouts of the PTX ISA; with the 128-byte swizzle the address bits 4-6 are XORed with bits 7-9.
+inline float wg_elem(unsigned long long desc, int mn, int k, bool mn_major) {
+  const unsigned start = (unsigned)(desc & 0x3FFF) << 4, lbo = (unsigned)((desc >> 16) & 0x3FFF) << 4,
+                 sbo = (unsigned)((desc >> 32) & 0x3FFF) << 4;
+  if ((desc >> 62) != 1) die("wgmma descriptor: only the 128-byte swizzle is emulated");
+  unsigned off = mn_major ? start + (mn / 64) * lbo + ((mn / 8) % 8) * 16 + (mn % 8) * 2 + (k % 8) * 128 + (k / 8) * sbo
+                          : start + (mn % 8) * 128 + (mn / 8) * sbo + (k / 8) * 16 + (k % 8) * 2;
+  off ^= ((off >> 7) & 7) << 4;
+  if (off + 2 > cur_smem_size()) die("wgmma operand outside dynamic smem");
+  unsigned short u;
+  memcpy(&u, cur_smem() + off, 2);
+  return bf_lo(u);
+}
+// wgmma.mma_async m64nNk16, f32 += bf16·bf16: D[64×N] += A[64×16]·B[16×N]. A from the descriptor `ad`
+// (K-major) or, when a != nullptr, from registers (this warp's 16 rows as an mma.sync A fragment);
+// B from `bd`, K-major (tb = 0) or N-major (tb = 1). Warp w of the warpgroup owns rows 16w …; d is this
+// thread's N/2 accumulators, slice i in d[4i … 4i+3] (rows g, g + 8; columns 8i + 2t, +1). Done at issue
+// (commit/wait are no-ops here); each warp computes its own rows.
+inline void wgmma(float* d, int N, const unsigned* a, unsigned long long ad, unsigned long long bd, int tb) {
+  WarpSlot& w = warps[cur->warp];
+  const int lane = cur->lane, wq = (int)(cur->tid.x >> 5) & 3, g = lane >> 2, t = lane & 3;
+  if (a) {
+    for (int i = 0; i < 4; ++i) w.in[lane][i] = a[i];
+    warp_op(6, [](WarpSlot& w) {
+      for (int L = 0; L < 32; ++L) {
+        const int gg = L >> 2, tt = L & 3;
+        const unsigned* x = w.in[L];
+        w.wa[gg][2 * tt] = bf_lo(x[0]);         w.wa[gg][2 * tt + 1] = bf_hi(x[0]);
+        w.wa[gg + 8][2 * tt] = bf_lo(x[1]);     w.wa[gg + 8][2 * tt + 1] = bf_hi(x[1]);
+        w.wa[gg][2 * tt + 8] = bf_lo(x[2]);     w.wa[gg][2 * tt + 9] = bf_hi(x[2]);
+        w.wa[gg + 8][2 * tt + 8] = bf_lo(x[3]); w.wa[gg + 8][2 * tt + 9] = bf_hi(x[3]);
+      }
+    });
+  }
+  for (int i = 0; i < N / 8; ++i)
+    for (int e = 0; e < 4; ++e) {
+      const int row = g + (e >= 2 ? 8 : 0), col = 8 * i + 2 * t + (e & 1);
+      double s = 0;
+      for (int k = 0; k < 16; ++k) {
+        const float av = a ? w.wa[row][k] : wg_elem(ad, 16 * wq + row, k, false);
+        s += (double)av * wg_elem(bd, col, k, tb != 0);
+      }
+      d[4 * i + e] = (float)((double)d[4 * i + e] + s);
+    }
 }
 template <class T> inline T shfl_xor(T v, int o) {
   static_assert(sizeof(T) == 4, "shfl of 4-byte values only");

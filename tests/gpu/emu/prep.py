@@ -42,6 +42,11 @@ for f in os.listdir(src + '/templates'):
         s = s[:a] + '#include "emu_ptx_gen.h"\n' + s[b:]
         s2 = s.replace('extern __shared__ __align__(16) unsigned char ag_smem[];', 'unsigned char* ag_smem = emu::cur_smem();')
         assert s2.count('emu::cur_smem()') == 3; s = s2
+    if f == 'attention_wg.cuh':
+        a = s.index('// ---- PTX wrappers'); b = s.index('// ---- configuration')
+        s = s[:a] + '#include "emu_ptx_wg.h"\n' + s[b:]
+        s2 = s.replace('extern __shared__ __align__(16) unsigned char wg_smem[];', 'unsigned char* wg_smem = emu::cur_smem();')
+        assert s2.count('emu::cur_smem()') == 3; s = s2
     if f == 'parscale.cuh':
         s2 = s.replace('extern __shared__ __align__(16) unsigned char ps_smem[];', 'unsigned char* ps_smem = emu::cur_smem();')
         assert s2.count('emu::cur_smem()') == 2; s = s2
