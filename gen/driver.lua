@@ -16,14 +16,14 @@ local sweep = require "sweep"
 local import_hf = require "import_hf"
 
 local USAGE = [[
-usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90] [--dump STAGE] [--no-fuse] [-v]
+usage: gen SPEC [-o DIR] [--set key=value]... [--arch sm_90a] [--dump STAGE] [--no-fuse] [-v]
        gen --sweep SWEEP.lua [-o DIR] [--set key=value]... [--no-compile] [-v]
        gen --import-hf HF_DIR --write-spec SPEC.lua [--set key=value]... [-o DIR ...]
 
   SPEC            a model spec (Lua), e.g. specs/gpt2_124m.lua
   -o DIR          output directory (default out/); replaced atomically
   --set k=v       override any spec field, e.g. --set train.lr=1e-3 --set model.n_layer=4
-  --arch sm_XX    NVRTC target (default sm_90)
+  --arch sm_XX    NVRTC target (default sm_90a: Hopper's wgmma attention; sm_90 and others: mma.sync)
   --dump STAGE    print one stage and stop: spec config graph backward fusion memory emit
   --no-fuse       skip the fusion pass (debugging: every op runs as its own kernel)
   --no-compile    write model.cu and the plan but skip NVRTC (no model.ptx)
@@ -48,7 +48,7 @@ local PASSES = {
 }
 
 local function parse_args(argv)
-  local o = { sets = {}, out = "out", arch = "sm_90" }
+  local o = { sets = {}, out = "out", arch = "sm_90a" }
   local i = 1
   local function value(flag)
     i = i + 1

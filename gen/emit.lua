@@ -52,11 +52,12 @@ local function ref_string(g, pidx, name)
   return name -- inputs and specials are named
 end
 
--- A descriptor's tparams, consts or args: a list, or a function of the op's attrs returning one
--- (attention_gen.lua: the dropout instantiation of attn takes one more of each).
-local function dfield(d, key, attrs)
+-- A descriptor's tparams, consts, args, fn or files: a value, or a function of the op's attrs (and the
+-- gen options: the target arch) returning one (attention_gen.lua: the dropout instantiation of attn takes
+-- one more of each; for sm_90a the wgmma kernels of attention_wg.cuh replace the mma.sync ones).
+local function dfield(d, key, attrs, opts)
   local v = d[key]
-  if type(v) == "function" then v = v(attrs) end
+  if type(v) == "function" then v = v(attrs, opts) end
   return v
 end
 
@@ -124,12 +125,13 @@ function M.run(g, opts)
         local name, k = base, 1
         while names[name] do k = k + 1; name = base .. "_v" .. k end
         names[name] = true
-        local L = d.launch(op.attrs)
+        local L = d.launch(op.attrs, opts)
+        local files = dfield(d, "files", op.attrs, opts) or { d.file }
         w = { name = name, desc = d, tvals = tvals, cvals = cvals, launch = L, first = op,
-              args = dfield(d, "args", op.attrs) }
+              args = dfield(d, "args", op.attrs), fn = dfield(d, "fn", op.attrs, opts), file = files[#files] }
         by_sig[sig] = w
         wrappers[#wrappers + 1] = w
-        used_files[d.file] = true
+        for _, f in ipairs(files) do used_files[f] = true end
       end
       op.kernel = w.name
       op.launch = w.launch
@@ -151,8 +153,9 @@ function M.run(g, opts)
     add(src)
   end
   inline("common.cuh")
-  local files = util.sorted_keys(used_files)
-  for _, f in ipairs(files) do inline(f) end
+  -- inlined in name order (a file needing another's functions sorts after it: attention_gen.cuh, then
+  -- attention_wg.cuh)
+  for _, f in ipairs(util.sorted_keys(used_files)) do inline(f) end
   local body = {}
   for _, w in ipairs(wrappers) do
     local d, L = w.desc, w.launch
@@ -167,12 +170,12 @@ function M.run(g, opts)
     local threads = L.block[1] * (L.block[2] or 1) * (L.block[3] or 1)
     body[#body + 1] = string.format("// %s (%s)  templates/%s\n" ..
       "extern \"C\" __global__ void __launch_bounds__(%s)%s %s(%s) {\n  %s%s(%s);\n}\n",
-      w.first.kind, table.concat(attrs, " "), d.file,
+      w.first.kind, table.concat(attrs, " "), w.file,
       -- a descriptor may ask for a minimum number of resident blocks (it caps registers per thread)
       L.min_blocks and (threads .. ", " .. L.min_blocks) or tostring(threads),
       -- and for thread-block clusters along x (grid x is a multiple; the launch itself stays plain)
       L.cluster and string.format(" __cluster_dims__(%d, 1, 1)", L.cluster) or "", w.name, table.concat(params, ", "),
-      d.fn, #w.tvals > 0 and ("<" .. table.concat(w.tvals, ", ") .. ">") or "", table.concat(args, ", "))
+      w.fn, #w.tvals > 0 and ("<" .. table.concat(w.tvals, ", ") .. ">") or "", table.concat(args, ", "))
   end
   local pre = table.concat(cu, "\n")
   local nlines = select(2, pre:gsub("\n", "")) + 3

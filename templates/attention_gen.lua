@@ -15,6 +15,13 @@
 -- Grouped kv heads (H/HKV = G > 1): attn_bwd_dkdv runs as thread-block clusters of `cluster` blocks
 -- along x (the largest divisor of G up to 8; gen/emit.lua writes __cluster_dims__ on the wrapper), each
 -- block one share of the group's query heads, summed through distributed shared memory.
+-- Hopper (gen --arch sm_90a, the default): attn, attn_bwd_dq and attn_bwd_dkdv may run the wgmma kernels of
+-- attention_wg.cuh (same arguments and grid, their own shared memory): they can when the op has no dropout
+-- and no prefix and DQK ∈ {64, 128, 192}, DV ∈ {64, 128} (dK/dV: and no cluster, cluster(c) = 1), and are
+-- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04 session 4): dQ always; the forward
+-- without RoPE (rotating each K tile in shared memory costs them an extra barrier per tile, more than
+-- wgmma gains on one 64-row product); dK/dV unless RoPE with DQK + DV ≤ 128 (the same cost against
+-- smaller products). Otherwise, and for any other target, the mma.sync kernels of attention_gen.cuh.
 local function I(a, k, what)
   local v = math.tointeger(a[k])
   assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
@@ -101,6 +108,31 @@ local function cluster(c)
   end
   return best
 end
+-- the wgmma kernels (attention_wg.cuh): keep in step with wg_dim_ok, wg_bn_fwd, wg_bn_dq, wg_bq, wg_smem_*
+local function wg(c, o, kernel)
+  local can = o ~= nil and o.arch == "sm_90a" and not c.drop and c.NPRE == 0 and
+              (c.DQK == 64 or c.DQK == 128 or c.DQK == 192) and (c.DV == 64 or c.DV == 128)
+  if not can then return false end
+  if kernel == "fwd" then return c.ROPE == 0 end
+  if kernel == "dkdv" then return cluster(c) == 1 and not (c.ROPE ~= 0 and c.DQK + c.DV <= 128) end
+  return true
+end
+local function wg_smem(c, kernel)
+  local sum = c.DQK + c.DV
+  if kernel == "fwd" then return 1024 + (64 * c.DQK + 2 * 64 * sum) * 2 end
+  if kernel == "dq" then return 1024 + (64 * sum + 2 * (c.DQK <= 128 and 64 or 32) * sum) * 2 end
+  local q = sum <= 128 and 64 or 32
+  return 1024 + (64 * sum + 2 * q * sum) * 2 + 4 * q * 4
+end
+local WG_FILES = { "attention_gen.cuh", "attention_wg.cuh" }
+-- fn and files of a kernel: the wgmma entry point (name .. "_wg") where wg() holds
+local function pick(name, what, kernel)
+  return function(a, o) return wg(cfg(a, what), o, kernel) and (name .. "_wg") or name end,
+         function(a, o) return wg(cfg(a, what), o, kernel) and WG_FILES or nil end
+end
+local fwd_fn, fwd_files = pick("attn_fwd", "attn", "fwd")
+local dkdv_fn, dkdv_files = pick("attn_bwd_dkdv", "attn_bwd_dkdv", "dkdv")
+local dq_fn, dq_files = pick("attn_bwd_dq", "attn_bwd_dq", "dq")
 local args_bwd_in = { {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"}, {"dout","const bf16*"},
                       {"lse","const float*"}, {"delta","const float*"} }
 local function with(base, extra)
@@ -136,15 +168,16 @@ return {
   file = "attention_gen.cuh",
   kernels = {
     attn = {
-      fn = "attn_fwd", tparams = tparams, consts = consts,
+      fn = fwd_fn, files = fwd_files, tparams = tparams, consts = consts,
       args = args_of({ {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"} },
                      { {"out","bf16*"}, {"lse","float*"} }),
       -- smem: Q [64][DQK+8] + K [2][BN][DQK+8] + V [2][BN][DV+8]
-      launch = function(a)
+      launch = function(a, o)
         local c = cfg(a, "attn")
         local bn = bn_fwd(c)
-        return { grid = {c.B * c.H, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = min_blocks(c, false),
-                 smem = ((64 + 2 * bn) * (c.DQK + 8) + 2 * bn * (c.DV + 8)) * 2 }
+        local w = wg(c, o, "fwd")
+        return { grid = {c.B * c.H, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = w and 2 or min_blocks(c, false),
+                 smem = w and wg_smem(c, "fwd") or ((64 + 2 * bn) * (c.DQK + 8) + 2 * bn * (c.DV + 8)) * 2 }
       end,
     },
     attn_bwd_pre = {
@@ -161,14 +194,17 @@ return {
       end,
     },
     attn_bwd_dkdv = {
-      fn = "attn_bwd_dkdv", tparams = tparams, consts = consts,
+      fn = dkdv_fn, files = dkdv_files, tparams = tparams, consts = consts,
       args = args_of(args_bwd_in, { {"dk","bf16*"}, {"dv","bf16*"} }, { {"dpk","float*"}, {"dpv","float*"} }),
       -- smem: K [64][DQK+8] + V [64][DV+8] + Q [2][BQ][DQK+8] + dO [2][BQ][DV+8] + lse, delta [2][BQ] f32;
       -- with a cluster at least the f32 staging [64][DQK + DV + 4] (ag_smem_dkdv)
       -- grid: ⌈NPRE/64⌉ prefix blocks, then the ⌈T/64⌉ key tiles, per (b, kv head, rank in the cluster)
-      launch = function(a)
+      launch = function(a, o)
         local c = cfg(a, "attn_bwd_dkdv")
         local q, cl = bq(c), cluster(c)
+        if wg(c, o, "dkdv") then
+          return { grid = {c.B * c.HKV, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = 2, smem = wg_smem(c, "dkdv") }
+        end
         local smem = ((64 + 2 * q) * (c.DQK + 8) + (64 + 2 * q) * (c.DV + 8)) * 2 + 4 * q * 4
         if cl > 1 then smem = math.max(smem, 64 * (c.DQK + c.DV + 4) * 4) end
         return { grid = {c.B * c.HKV * cl, (c.NPRE + 63) // 64 + (c.T + 63) // 64, 1}, block = {128, 1, 1},
@@ -176,14 +212,15 @@ return {
       end,
     },
     attn_bwd_dq = {
-      fn = "attn_bwd_dq", tparams = tparams, consts = consts,
+      fn = dq_fn, files = dq_files, tparams = tparams, consts = consts,
       args = args_of(args_bwd_in, { {"dq","bf16*"} }),
       -- smem: Q [64][DQK+8] + dO [64][DV+8] + K [2][BN][DQK+8] + V [2][BN][DV+8]
-      launch = function(a)
+      launch = function(a, o)
         local c = cfg(a, "attn_bwd_dq")
         local bn = bn_dq(c)
-        return { grid = {c.B * c.H, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = min_blocks(c, true),
-                 smem = ((64 + 2 * bn) * (c.DQK + 8) + (64 + 2 * bn) * (c.DV + 8)) * 2 }
+        local w = wg(c, o, "dq")
+        return { grid = {c.B * c.H, (c.T + 63) // 64, 1}, block = {128, 1, 1}, min_blocks = w and 2 or min_blocks(c, true),
+                 smem = w and wg_smem(c, "dq") or ((64 + 2 * bn) * (c.DQK + 8) + (64 + 2 * bn) * (c.DV + 8)) * 2 }
       end,
     },
   },

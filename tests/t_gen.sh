@@ -1,11 +1,11 @@
 # tests/t_gen.sh — the generator: every spec compiles, no spills, stages dump, bad specs fail well.
 GEN=bin/gen
 
-# Every spec generates and NVRTC-compiles for sm_90; ptxas reports no spills in any kernel.
+# Every spec generates and NVRTC-compiles for sm_90a (the default target); ptxas reports no spills in any kernel.
 for spec in specs/*.lua; do
   name=$(basename "$spec" .lua)
   out="$TMPDIR/gen_$name"
-  check "gen $name compiles for sm_90" $GEN "$spec" -o "$out"
+  check "gen $name compiles for sm_90a" $GEN "$spec" -o "$out"
   check "gen $name wrote every output" test -s "$out/model.cu" -a -s "$out/model.ptx" -a -s "$out/model.cubin" \
     -a -s "$out/model.plan" -a -s "$out/config.json" -a -s "$out/kernels.txt"
   spills=$(awk '!/^#/ && ($4 > 0 || $5 > 0) {print $1 " (" $4 "/" $5 " bytes spilled)"}' "$out/kernels.txt" 2>/dev/null)
@@ -15,6 +15,20 @@ for spec in specs/*.lua; do
     notok "gen $name: no register spills" "${spills:-kernels.txt missing or empty}"
   fi
 done
+
+# Attention kernel choice (attention_gen.lua, wg): for sm_90a swamla_small's dQ kernels (SWA d 64 and MLA
+# 192/128) and MLA's dK/dV are the wgmma ones, its RoPE forwards and SWA's dK/dV the mma.sync ones; for sm_90
+# none is wgmma, and that target also compiles with no spills.
+wg_count() { grep -c "  $1_wg<" "$2/model.cu"; }
+sws="$TMPDIR/gen_swamla_small"
+check "swamla_small sm_90a: dQ on wgmma (2 kernels)" test "$(wg_count attn_bwd_dq "$sws")" = 2
+check "swamla_small sm_90a: dK/dV of MLA on wgmma, SWA on mma.sync" \
+  test "$(wg_count attn_bwd_dkdv "$sws")" = 1 -a "$(grep -c '  attn_bwd_dkdv<' "$sws/model.cu")" = 1
+check "swamla_small sm_90a: RoPE forwards on mma.sync" test "$(wg_count attn_fwd "$sws")" = 0
+check "gen swamla_small --arch sm_90" $GEN specs/swamla_small.lua --arch sm_90 -o "$TMPDIR/gen_sws90"
+check "swamla_small sm_90: no wgmma kernel" test "$(grep -c '_wg<' "$TMPDIR/gen_sws90/model.cu")" = 0
+check "swamla_small sm_90: no register spills" test -z \
+  "$(awk '!/^#/ && ($4 > 0 || $5 > 0)' "$TMPDIR/gen_sws90/kernels.txt")"
 
 # Shape inference: GPT-2 124M has 124,475,904 parameters with the vocabulary padded to 50304.
 check_error "gpt2_124m parameter count" 0 "parameters +124\.476M .*vocab 50257 padded to 50304" \
