@@ -364,6 +364,90 @@ __device__ __forceinline__ void ag_unrope_frag(float (*acc)[4], int tA, int tB, 
   }
 }
 
+// ---- per-element pieces shared with the wgmma kernels (attention_wg.cuh) ---------------------
+// Both families keep a 16-row slice of S per warp in mma C-fragment layout: s[nt][e] is row (e < 2 ? rA : rB),
+// column k0 + 8nt + 2t4 + (e & 1).
+// Forward scores of one key tile: the ALiBi term (s += slope·(key − row), slope in raw q·k units) and, unless
+// the tile is `full`, −∞ where the key is not visible or ≥ T.
+template <int NT, int T, int W, int S, int ALIBI>
+__device__ __forceinline__ void ag_score_tile(float (*s)[4], int k0, int rA, int rB, int t4, float slope, bool full) {
+  if constexpr (ALIBI != 0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        s[nt][e] = fmaf(slope, (float)(k0 + nt * 8 + t4 * 2 + (e & 1) - ((e < 2) ? rA : rB)), s[nt][e]);
+  }
+  if (!full) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = k0 + nt * 8 + t4 * 2 + (e & 1);
+        if (key >= T || !ag_visible<W, S>((e < 2) ? rA : rB, key)) s[nt][e] = -MF_INF;
+      }
+  }
+}
+// Online softmax over one key tile (c' = SL2 = scale·log2 e): the new running maxima m of rows rA, rB (over the
+// quad of lanes sharing them), α = 2^((m_old − m_new)·c') applied to the sums l and to O (DT n-slices); ms0, ms1
+// return m_new·c' — 0 for a row that has seen nothing yet, so its P = 2^(−∞) = 0 and α = 0.
+template <int NT, int DT>
+__device__ __forceinline__ void ag_softmax_rescale(const float (*s)[4], float (*o)[4], float& m0, float& m1, float& l0,
+                                                   float& l1, float SL2, float& ms0, float& ms1) {
+  float x0 = -MF_INF, x1 = -MF_INF;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    x0 = fmaxf(x0, fmaxf(s[nt][0], s[nt][1]));
+    x1 = fmaxf(x1, fmaxf(s[nt][2], s[nt][3]));
+  }
+  x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
+  x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
+  x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
+  x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
+  const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+  ms0 = (n0 == -MF_INF) ? 0.f : n0 * SL2;
+  ms1 = (n1 == -MF_INF) ? 0.f : n1 * SL2;
+  const float al0 = fast_exp2(m0 * SL2 - ms0), al1 = fast_exp2(m1 * SL2 - ms1);
+  m0 = n0;
+  m1 = n1;
+  l0 *= al0;
+  l1 *= al1;
+#pragma unroll
+  for (int i = 0; i < DT; ++i) {
+    o[i][0] *= al0; o[i][1] *= al0;
+    o[i][2] *= al1; o[i][3] *= al1;
+  }
+}
+// Forward epilogue: l summed over the quad, out = O·(f/l) (f = 1, or 1/(1 − p) with dropout) for rows rA, rB < T
+// of the output at ob (row stride OD; ob already at this head's column 2t4), lse = m·scale + ln l at lrow[row].
+template <int T, int DT, int OD>
+__device__ __forceinline__ void ag_fwd_store(const float (*o)[4], float l0, float l1, float m0, float m1, float f,
+                                             float scale, bf16* ob, float* lrow, int rA, int rB, int t4) {
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = f / l0, i1 = f / l1;
+#pragma unroll
+  for (int i = 0; i < DT; ++i) {
+    if (rA < T) *reinterpret_cast<unsigned*>(ob + (long long)rA * OD + i * 8) = pack_bf16x2(o[i][0] * i0, o[i][1] * i0);
+    if (rB < T) *reinterpret_cast<unsigned*>(ob + (long long)rB * OD + i * 8) = pack_bf16x2(o[i][2] * i1, o[i][3] * i1);
+  }
+  if (t4 == 0) {
+    if (rA < T) lrow[rA] = m0 * scale + logf(l0);
+    if (rB < T) lrow[rB] = m1 * scale + logf(l1);
+  }
+}
+// A 16-row accumulator slice acc[N8][4] stored as bf16 rows rA, rB < T (row stride ld) at gp, which already
+// points at this thread's column 2t4 of the first slice.
+template <int T, int N8>
+__device__ __forceinline__ void ag_store_rows(bf16* gp, long long ld, const float (*acc)[4], int rA, int rB) {
+#pragma unroll
+  for (int i = 0; i < N8; ++i) {
+    if (rA < T) *reinterpret_cast<unsigned*>(gp + (long long)rA * ld + i * 8) = pack_bf16x2(acc[i][0], acc[i][1]);
+    if (rB < T) *reinterpret_cast<unsigned*>(gp + (long long)rB * ld + i * 8) = pack_bf16x2(acc[i][2], acc[i][3]);
+  }
+}
 // ---- loads -----------------------------------------------------------------------------------
 // Load a ROWS×DH tile of bf16 (global row stride `gstride` elements, rows row0… of `g`) into
 // shared memory in layout L (default: pitch DH + 8); rows ≥ T are zero-filled. All AG_THREADS threads
@@ -512,16 +596,7 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
           ag_mma(s[2 * np + 1], qf[kc], bk[2], bk[3]);
         }
       }
-      if constexpr (ALIBI != 0) {
-        if (!pre) {
-#pragma unroll
-          for (int nt = 0; nt < BN / 8; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              s[nt][e] = fmaf(slope, (float)(k0 + nt * 8 + t4 * 2 + (e & 1) - ((e < 2) ? rA : rB)), s[nt][e]);
-        }
-      }
-      if (pre) {   // the ragged last prefix tile: entries ≥ NPRE do not exist
+      if (pre) {   // the ragged last prefix tile: entries ≥ NPRE do not exist (no ALiBi on prefix keys)
         if (NPRE % BN != 0 && k0 + BN > NPRE) {
 #pragma unroll
           for (int nt = 0; nt < BN / 8; ++nt)
@@ -529,39 +604,12 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
             for (int e = 0; e < 4; ++e)
               if (k0 + nt * 8 + t4 * 2 + (e & 1) >= NPRE) s[nt][e] = -MF_INF;
         }
-      } else if (!ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1)) {
-#pragma unroll
-        for (int nt = 0; nt < BN / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = k0 + nt * 8 + t4 * 2 + (e & 1);
-            if (key >= T || !ag_visible<WINDOW, SINK>((e < 2) ? rA : rB, key)) s[nt][e] = -MF_INF;
-          }
+      } else {
+        ag_score_tile<BN / 8, T, WINDOW, SINK, ALIBI>(s, k0, rA, rB, t4, slope,
+                                                      ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1));
       }
-      // online softmax
-      float x0 = -MF_INF, x1 = -MF_INF;
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt) {
-        x0 = fmaxf(x0, fmaxf(s[nt][0], s[nt][1]));
-        x1 = fmaxf(x1, fmaxf(s[nt][2], s[nt][3]));
-      }
-      x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
-      x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
-      x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
-      x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
-      const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-      const float ms0 = (n0 == -MF_INF) ? 0.f : n0 * SL2;   // guard: a row with nothing visible yet
-      const float ms1 = (n1 == -MF_INF) ? 0.f : n1 * SL2;
-      const float al0 = fast_exp2(m0 * SL2 - ms0), al1 = fast_exp2(m1 * SL2 - ms1);
-      m0 = n0;
-      m1 = n1;
-      l0 *= al0;
-      l1 *= al1;
-#pragma unroll
-      for (int i = 0; i < DT; ++i) {
-        o[i][0] *= al0; o[i][1] *= al0;
-        o[i][2] *= al1; o[i][3] *= al1;
-      }
+      float ms0, ms1;   // online softmax
+      ag_softmax_rescale<BN / 8, DT>(s, o, m0, m1, l0, l1, SL2, ms0, ms1);
       // P = 2^(S·c' − m'·c'), packed straight into A fragments: key chunk kk = n-tiles 2kk, 2kk+1
       unsigned pf[BN / 16][4];
 #pragma unroll
@@ -598,29 +646,8 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
   }
 
   // finish: full row sums across the quad, normalise, write out and lse
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  float i0, i1;
-  if constexpr (DROP) {
-    const float ds = 1.f / (1.f - drop_p);
-    i0 = ds / l0;
-    i1 = ds / l1;
-  } else {
-    i0 = 1.f / l0;
-    i1 = 1.f / l1;
-  }
-  bf16* ob = out + (long long)b * T * OD + h * DV + t4 * 2;
-#pragma unroll
-  for (int i = 0; i < DT; ++i) {
-    if (rA < T) *reinterpret_cast<unsigned*>(ob + (long long)rA * OD + i * 8) = pack_bf16x2(o[i][0] * i0, o[i][1] * i0);
-    if (rB < T) *reinterpret_cast<unsigned*>(ob + (long long)rB * OD + i * 8) = pack_bf16x2(o[i][2] * i1, o[i][3] * i1);
-  }
-  if (t4 == 0) {
-    if (rA < T) lse[(long long)bh * T + rA] = m0 * scale + logf(l0);
-    if (rB < T) lse[(long long)bh * T + rB] = m1 * scale + logf(l1);
-  }
+  ag_fwd_store<T, DT, OD>(o, l0, l1, m0, m1, DROP ? 1.f / (1.f - drop_p) : 1.f, scale,
+                          out + (long long)b * T * OD + h * DV + t4 * 2, lse + (long long)bh * T, rA, rB, t4);
 }
 
 // The entry points gen's wrappers call (attention_gen.lua): without dropout, and with it (one more
@@ -997,18 +1024,8 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
     }
   }
   if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
-  bf16* gk = dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2;
-  bf16* gv = dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2;
-#pragma unroll
-  for (int i = 0; i < QT_; ++i) {
-    if (kA < T) *reinterpret_cast<unsigned*>(gk + (long long)kA * LDK + i * 8) = pack_bf16x2(dkacc[i][0], dkacc[i][1]);
-    if (kB < T) *reinterpret_cast<unsigned*>(gk + (long long)kB * LDK + i * 8) = pack_bf16x2(dkacc[i][2], dkacc[i][3]);
-  }
-#pragma unroll
-  for (int i = 0; i < VT; ++i) {
-    if (kA < T) *reinterpret_cast<unsigned*>(gv + (long long)kA * LDV + i * 8) = pack_bf16x2(dvacc[i][0], dvacc[i][1]);
-    if (kB < T) *reinterpret_cast<unsigned*>(gv + (long long)kB * LDV + i * 8) = pack_bf16x2(dvacc[i][2], dvacc[i][3]);
-  }
+  ag_store_rows<T, QT_>(dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2, LDK, dkacc, kA, kB);
+  ag_store_rows<T, VT>(dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2, LDV, dvacc, kA, kB);
 }
 
 template <AG_TPARAMS>
@@ -1207,12 +1224,7 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
 #pragma unroll
     for (int e = 0; e < 4; ++e) dqacc[i][e] *= scale;
   if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dqacc, rA, rB, t4, rope_base);
-  bf16* gq = dq + (long long)b * T * LDQ + QOFF + h * QHS + t4 * 2;
-#pragma unroll
-  for (int i = 0; i < QT_; ++i) {
-    if (rA < T) *reinterpret_cast<unsigned*>(gq + (long long)rA * LDQ + i * 8) = pack_bf16x2(dqacc[i][0], dqacc[i][1]);
-    if (rB < T) *reinterpret_cast<unsigned*>(gq + (long long)rB * LDQ + i * 8) = pack_bf16x2(dqacc[i][2], dqacc[i][3]);
-  }
+  ag_store_rows<T, QT_>(dq + (long long)b * T * LDQ + QOFF + h * QHS + t4 * 2, LDQ, dqacc, rA, rB);
 }
 
 template <AG_TPARAMS>

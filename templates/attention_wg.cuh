@@ -211,45 +211,9 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
     wg_commit();
     wg_wait0();
     wg_keep<BN / 8>(s);
-    if constexpr (ALIBI != 0) {
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[nt][e] = fmaf(slope, (float)(k0 + nt * 8 + t4 * 2 + (e & 1) - ((e < 2) ? rA : rB)), s[nt][e]);
-    }
-    if (!ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1)) {
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + nt * 8 + t4 * 2 + (e & 1);
-          if (key >= T || !ag_visible<WINDOW, SINK>((e < 2) ? rA : rB, key)) s[nt][e] = -MF_INF;
-        }
-    }
-    // online softmax (rows with nothing visible yet keep m = −∞ and contribute 0)
-    float x0 = -MF_INF, x1 = -MF_INF;
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
-      x0 = fmaxf(x0, fmaxf(s[nt][0], s[nt][1]));
-      x1 = fmaxf(x1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
-    x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
-    x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
-    x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
-    const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-    const float ms0 = (n0 == -MF_INF) ? 0.f : n0 * SL2, ms1 = (n1 == -MF_INF) ? 0.f : n1 * SL2;
-    const float al0 = fast_exp2(m0 * SL2 - ms0), al1 = fast_exp2(m1 * SL2 - ms1);
-    m0 = n0;
-    m1 = n1;
-    l0 *= al0;
-    l1 *= al1;
-#pragma unroll
-    for (int i = 0; i < DT; ++i) {
-      o[i][0] *= al0; o[i][1] *= al0;
-      o[i][2] *= al1; o[i][3] *= al1;
-    }
+    ag_score_tile<BN / 8, T, WINDOW, SINK, ALIBI>(s, k0, rA, rB, t4, slope, ag_full<T, WINDOW, SINK>(q0, qhi, k0, k0 + BN - 1));
+    float ms0, ms1;   // online softmax
+    ag_softmax_rescale<BN / 8, DT>(s, o, m0, m1, l0, l1, SL2, ms0, ms1);
     unsigned pf[BN / 16][4];   // P as A fragments: key chunk kk = n-slices 2kk, 2kk + 1
 #pragma unroll
     for (int nt = 0; nt < BN / 8; ++nt) {
@@ -278,21 +242,8 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
     __syncthreads();
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float i0 = 1.f / l0, i1 = 1.f / l1;
-  bf16* ob = out + (long long)b * T * OD + h * DV + t4 * 2;
-#pragma unroll
-  for (int i = 0; i < DT; ++i) {
-    if (rA < T) *reinterpret_cast<unsigned*>(ob + (long long)rA * OD + i * 8) = pack_bf16x2(o[i][0] * i0, o[i][1] * i0);
-    if (rB < T) *reinterpret_cast<unsigned*>(ob + (long long)rB * OD + i * 8) = pack_bf16x2(o[i][2] * i1, o[i][3] * i1);
-  }
-  if (t4 == 0) {
-    if (rA < T) lse[(long long)bh * T + rA] = m0 * scale + logf(l0);
-    if (rB < T) lse[(long long)bh * T + rB] = m1 * scale + logf(l1);
-  }
+  ag_fwd_store<T, DT, OD>(o, l0, l1, m0, m1, 1.f, scale, out + (long long)b * T * OD + h * DV + t4 * 2,
+                          lse + (long long)bh * T, rA, rB, t4);
 }
 
 // ==== backward: dK, dV ==========================================================================
@@ -436,18 +387,8 @@ __device__ __forceinline__ void wg_dkdv(const bf16* __restrict__ q, const bf16* 
 #pragma unroll
     for (int e = 0; e < 4; ++e) dkacc[i][e] *= scale;
   if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
-  bf16* gk = dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2;
-  bf16* gv = dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2;
-#pragma unroll
-  for (int i = 0; i < QT_; ++i) {
-    if (kA < T) *reinterpret_cast<unsigned*>(gk + (long long)kA * LDK + i * 8) = pack_bf16x2(dkacc[i][0], dkacc[i][1]);
-    if (kB < T) *reinterpret_cast<unsigned*>(gk + (long long)kB * LDK + i * 8) = pack_bf16x2(dkacc[i][2], dkacc[i][3]);
-  }
-#pragma unroll
-  for (int i = 0; i < VT; ++i) {
-    if (kA < T) *reinterpret_cast<unsigned*>(gv + (long long)kA * LDV + i * 8) = pack_bf16x2(dvacc[i][0], dvacc[i][1]);
-    if (kB < T) *reinterpret_cast<unsigned*>(gv + (long long)kB * LDV + i * 8) = pack_bf16x2(dvacc[i][2], dvacc[i][3]);
-  }
+  ag_store_rows<T, QT_>(dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2, LDK, dkacc, kA, kB);
+  ag_store_rows<T, VT>(dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2, LDV, dvacc, kA, kB);
 }
 
 // ==== backward: dQ ==============================================================================
@@ -567,12 +508,7 @@ __device__ __forceinline__ void wg_dq(const bf16* __restrict__ q, const bf16* __
 #pragma unroll
     for (int e = 0; e < 4; ++e) dqacc[i][e] *= scale;
   if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dqacc, rA, rB, t4, rope_base);
-  bf16* gq = dq + (long long)b * T * LDQ + QOFF + h * QHS + t4 * 2;
-#pragma unroll
-  for (int i = 0; i < QT_; ++i) {
-    if (rA < T) *reinterpret_cast<unsigned*>(gq + (long long)rA * LDQ + i * 8) = pack_bf16x2(dqacc[i][0], dqacc[i][1]);
-    if (rB < T) *reinterpret_cast<unsigned*>(gq + (long long)rB * LDQ + i * 8) = pack_bf16x2(dqacc[i][2], dqacc[i][3]);
-  }
+  ag_store_rows<T, QT_>(dq + (long long)b * T * LDQ + QOFF + h * QHS + t4 * 2, LDQ, dqacc, rA, rB);
 }
 
 // The entry points gen's wrappers call (attention_gen.lua picks them for sm_90a): the signatures of
