@@ -847,7 +847,16 @@ static int load_module(Gpu *g, const char *ptx_path, const char **used, char *er
     }
     fprintf(stderr, "gpu: %s; falling back to the PTX\n", err);
   }
-  if (load_image(g, ptx_path, err, errlen) != 0) return -1;
+  if (load_image(g, ptx_path, err, errlen) != 0) {
+    /* gen's default target sm_90a (Hopper's wgmma kernels) is arch-specific: its PTX loads on
+     * compute capability 9.0 only, so say how to build for the GPU at hand */
+    if (arch >= 0 && arch != g->cc) {
+      size_t n = strlen(err);
+      snprintf(err + n, errlen - n, " (the plan was generated for sm_%ld, this GPU is sm_%d: regenerate with "
+               "gen --arch sm_%d)", arch, g->cc, g->cc);
+    }
+    return -1;
+  }
   *used = "ptx";
   return 0;
 }
