@@ -271,7 +271,9 @@ RULES.attn = function(st, op)
   -- ParScale prefixes (docs/ir_parscale.md): pk, pv come right after v; dkdv also writes per-row f32
   -- partials of their gradients, which prefix_grad_reduce sums over each replica's rows into the params
   local pk, pv = IR.ref(op, "pk"), IR.ref(op, "pv")
-  local refs = { { "q", q }, { "k", k }, { "v", v } }
+  -- with RoPE the backward reads the forward's rotated copies (qr, kr) as its q and k
+  local qr, kr = IR.ref(op, "qr"), IR.ref(op, "kr")
+  local refs = { { "q", qr or q }, { "k", kr or k }, { "v", v } }
   if pk then
     refs[#refs + 1] = { "pk", pk }
     refs[#refs + 1] = { "pv", pv }

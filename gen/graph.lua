@@ -130,6 +130,14 @@ local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T, pre)
   end
   refs[#refs + 1] = { "out", out, out = true }
   refs[#refs + 1] = { "lse", lse, out = true }
+  if (lay.ROPE or 0) ~= 0 then
+    -- the rotated q̃, k̃ in the layouts of q, k (one tensor when q and k share a buffer): the forward
+    -- writes them, the backward reads them instead of rotating tiles again
+    local qr = g:tensor(name .. ".qr", g.tensors[q].shape, "bf16")
+    local kr = k == q and qr or g:tensor(name .. ".kr", g.tensors[k].shape, "bf16")
+    refs[#refs + 1] = { "qr", qr, out = true }
+    refs[#refs + 1] = { "kr", kr, out = true }
+  end
   local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = m.rope_base, dropout = 0, stream = 0,
     NPRE = pre and pre.n or 0, NREP = pre and pre.rep or 1 }
   for key, val in pairs(lay) do a[key] = val end

@@ -491,8 +491,12 @@ static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
 static void k_attn(Cpu *c, const Op *op, int micro) {
   CpuAttn a = attn_cfg(c, op, micro);
   long N = a.B * a.T;
+  /* with RoPE the rotated copies the backward ops read as q, k (gen/graph.lua) */
+  int rot = a.ROPE != 0;
+  if (rot && (!op_ref(op, "qr") || !op_ref(op, "kr"))) fatal(OPFMT ": RoPE needs the outputs qr and kr", OPARGS(c, op));
   cpu_attn(&a, F(c, op, "q", N * a.LDQ), F(c, op, "k", N * a.LDK), F(c, op, "v", N * a.LDV),
-           F(c, op, "out", N * a.H * a.DV), F(c, op, "lse", a.B * a.H * a.T));
+           F(c, op, "out", N * a.H * a.DV), F(c, op, "lse", a.B * a.H * a.T), rot ? F(c, op, "qr", N * a.LDQ) : NULL,
+           rot ? F(c, op, "kr", N * a.LDK) : NULL);
 }
 
 static void k_attn_bwd_pre(Cpu *c, const Op *op, int micro) {

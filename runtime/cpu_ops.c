@@ -641,16 +641,24 @@ static int attn_visible(const CpuAttn *a, long i, long j) {
   return j <= i && (a->WINDOW == 0 || i - j < a->WINDOW || j < a->SINK);
 }
 
-/* The rotated q (kv = 0, head h) or k (kv = 1, kv head h) rows of batch b: [T][DQK] doubles. */
-static double *attn_rows(const CpuAttn *a, const float *base, int kv, long b, long h) {
+/* The q (kv = 0, head h) or k (kv = 1, kv head h) rows of batch b: [T][DQK] doubles, rotated when `rotate`
+ * (the forward; the backward's q, k are the forward's rotated copies qr, kr). */
+static double *attn_rows(const CpuAttn *a, const float *base, int kv, long b, long h, int rotate) {
   long ld = kv ? a->LDK : a->LDQ, off = (kv ? a->KOFF : a->QOFF) + h * (kv ? a->KHS : a->QHS), D = a->DQK;
   double *r = xmalloc((size_t)(a->T * D) * sizeof *r);
   for (long t = 0; t < a->T; t++) {
     const float *src = base + (b * a->T + t) * ld + off;
     for (long e = 0; e < D; e++) r[t * D + e] = src[e];
-    if (a->ROPE) attn_rope(r + t * D, D, a->ROPE_DIM, (int)a->ROPE, a->rope_base, t, 0);
+    if (rotate && a->ROPE) attn_rope(r + t * D, D, a->ROPE_DIM, (int)a->ROPE, a->rope_base, t, 0);
   }
   return r;
+}
+
+/* Store rows from attn_rows into q's (kv = 0) or k's (kv = 1) layout: the forward's qr, kr. */
+static void attn_store_rows(const CpuAttn *a, const double *r, float *base, int kv, long b, long h) {
+  long ld = kv ? a->LDK : a->LDQ, off = (kv ? a->KOFF : a->QOFF) + h * (kv ? a->KHS : a->QHS), D = a->DQK;
+  for (long t = 0; t < a->T; t++)
+    for (long e = 0; e < D; e++) base[(b * a->T + t) * ld + off + e] = (float)r[t * D + e];
 }
 
 static const float *attn_v(const CpuAttn *a, const float *v, long b, long t, long g) {
@@ -695,14 +703,17 @@ static void attn_pre_scores(const CpuAttn *a, const double *Q, long b, long g, l
 }
 
 /* lse_i = log(Σ_n exp(ŝ_in) + Σ_vis exp(s_ij));  out_i = Σ_n p̂_in·V̂_n + Σ_j p_ij·zf_ij·v_j */
-void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse) {
+void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse, float *qr,
+              float *kr) {
   long T = a->T, DV = a->DV;
   double *s = xmalloc((size_t)T * sizeof *s), *acc = xmalloc((size_t)DV * sizeof *acc);
   double *ps = xmalloc((size_t)(a->NPRE + 1) * sizeof *ps);
   for (long b = 0; b < a->B; b++)
     for (long h = 0; h < a->H; h++) {
       long g = h * a->HKV / a->H;
-      double *Q = attn_rows(a, q, 0, b, h), *K = attn_rows(a, k, 1, b, g);
+      double *Q = attn_rows(a, q, 0, b, h, 1), *K = attn_rows(a, k, 1, b, g, 1);
+      if (qr) attn_store_rows(a, Q, qr, 0, b, h);
+      if (kr && h == g * (a->H / a->HKV)) attn_store_rows(a, K, kr, 1, b, g);
       for (long i = 0; i < T; i++) {
         attn_scores(a, Q, K, h, i, s);
         attn_pre_scores(a, Q, b, g, i, ps);
@@ -855,9 +866,9 @@ void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const f
       memset(dV, 0, (size_t)(T * DV) * sizeof *dV);
       memset(dPK, 0, (size_t)(NP * DQK) * sizeof *dPK);
       memset(dPV, 0, (size_t)(NP * DV) * sizeof *dPV);
-      double *K = attn_rows(a, k, 1, b, g);
+      double *K = attn_rows(a, k, 1, b, g, 0);
       for (long h = g * G; h < (g + 1) * G; h++) {
-        double *Q = attn_rows(a, q, 0, b, h);
+        double *Q = attn_rows(a, q, 0, b, h, 0);
         for (long i = 0; i < T; i++) {
           attn_bwd_row(a, Q, K, v, dout, lse, delta, b, h, i, s, pt, ds);
           const float *dor = dout + (b * T + i) * a->H * DV + h * DV;
@@ -901,7 +912,7 @@ void cpu_attn_bwd_dq(const CpuAttn *a, const float *q, const float *k, const flo
   for (long b = 0; b < a->B; b++)
     for (long h = 0; h < a->H; h++) {
       long g = h * a->HKV / a->H;
-      double *Q = attn_rows(a, q, 0, b, h), *K = attn_rows(a, k, 1, b, g);
+      double *Q = attn_rows(a, q, 0, b, h, 0), *K = attn_rows(a, k, 1, b, g, 0);
       for (long i = 0; i < T; i++) {
         attn_bwd_row(a, Q, K, v, dout, lse, delta, b, h, i, s, pt, ds);
         memset(acc, 0, (size_t)DQK * sizeof *acc);

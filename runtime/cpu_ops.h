@@ -111,7 +111,10 @@ typedef struct {
 double attn_alibi_slope(long h, long H);   /* m_h of the ALiBi paper (interpolated when H is no power of 2) */
 /* Rotate the last R dims of x[0..DQK) for position t (mode 1 half-split, 2 adjacent); inverse = 1 applies Rᵀ. */
 void attn_rope(double *x, long DQK, long R, int mode, float base, long t, int inverse);
-void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse);
+/* With RoPE, qr and kr (NULL: not written) receive q̃ = R·q and k̃ = R·k in the layouts of q and k (only
+ * the heads' columns); the backward below then takes them as its q and k and un-rotates dq, dk. */
+void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse, float *qr,
+              float *kr);
 /* One decode step (docs/ir.md "Decode", kind attn_decode): a->B sequences, one token each at
  * position pos (q, k, v: one row per sequence, in the attn layout); appends k̃ = R_pos·k and v at
  * row pos of kcache [B, T, HKV, DQK] / vcache [B, T, HKV, DV], then out [B, H·DV] = the attention

@@ -23,6 +23,8 @@
 //   backward: delta_i = do_i·out_i, dp_ij = do_i·v_j, ds_ij = p_ij·(dp_ij − delta_i),
 //     dv_j = Σ_{h in group} Σ_i p_ij·do_i,  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i,
 //     dq_i = R_iᵀ Σ_j c·ds_ij·k̃_j
+//   With RoPE the forward also writes qr = q̃ and kr = k̃ (the layouts of q and k, only their heads'
+//   columns), and the backward kernels take those as their q, k: they rotate nothing, only apply Rᵀ.
 // Learned prefix (ParScale, the overloads taking `pk`, `pv`; NPRE > 0): the B = NREP·Bm batch rows
 // form NREP replicas of Bm rows (row b belongs to replica ρ = ⌊b/Bm⌋), and every query of row b also
 // sees the NPRE prefix entries PK[ρ,g,n,:], PV[ρ,g,n,:] (pk [NREP, HKV, NPRE, DQK], pv [NREP, HKV,
@@ -51,9 +53,12 @@
 // (ALiBi adds m_h/c·(j − i) in those units), so the scale folds into one FMA per element.
 // Key tiles outside window ∪ sinks are never visited (work grows with W, not T); tiles that are
 // fully visible skip the element mask; a warp whose 16 rows see nothing of a tile skips it.
-// RoPE: the Q and K tiles are rotated in shared memory right after they land (cos/sin by one
-// sincospif per thread and tile, then angle-addition steps); the backward un-rotates the dQ/dK
-// register fragments (Rᵀ) before the store. No atomics: the backward is a dK/dV kernel (one block
+// RoPE: the forward rotates the Q tile and each K tile in shared memory right after they land (cos/sin
+// by one sincospif per thread and tile, then angle-addition steps) and stores the rotated Q tile, and
+// the diagonal K tile (key tile qt, from the first query head of each kv group), to qr, kr — each row
+// written once, by one block. The backward reads q̃, k̃ from there (rotating a tile per iteration cost
+// its loops a barrier and idle tensor cores) and un-rotates the dQ/dK register fragments (Rᵀ) before
+// the store. No atomics: the backward is a dK/dV kernel (one block
 // per key tile and kv head, summing its G query heads in order) and a dQ kernel (one block per
 // query tile and head), so every result repeats bit for bit.
 
@@ -463,6 +468,19 @@ __device__ __forceinline__ void ag_load_tile(bf16* s, const bf16* g, int row0, l
     ag_cp_async16(s + L::at(r, cc), src, ok ? 16 : 0);
   }
 }
+// Store rows row0 … (< T) of a ROWS×DH shared tile in layout L to global (row stride `gstride`): the inverse
+// of ag_load_tile, 16-byte chunks (8 consecutive columns are contiguous in both layouts). The forward writes
+// its rotated Q and diagonal K tiles with it (the `qr`, `kr` outputs the backward reads).
+template <int ROWS, int DH, int T, class L = ag_pitched<DH>>
+__device__ __forceinline__ void ag_store_tile(const bf16* s, bf16* g, int row0, long long gstride, int tid) {
+  constexpr int CPR = DH / 8;
+#pragma unroll
+  for (int c = tid; c < ROWS * CPR; c += AG_THREADS) {
+    const int r = c / CPR, cc = (c % CPR) * 8;
+    if (row0 + r < T)
+      *reinterpret_cast<uint4*>(g + (long long)(row0 + r) * gstride + cc) = *reinterpret_cast<const uint4*>(s + L::at(r, cc));
+  }
+}
 // Load ROWS floats v[row0 …] (rows ≥ T give 0) into shared memory.
 template <int ROWS, int T>
 __device__ __forceinline__ void ag_load_vec(float* s, const float* g, int row0, int tid) {
@@ -500,10 +518,12 @@ template <AG_TPARAMS, bool DROP, int STREAM, int NPRE, int NREP>
 __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                        const bf16* __restrict__ v, const bf16* __restrict__ pk,
                                        const bf16* __restrict__ pv, bf16* __restrict__ out, float* __restrict__ lse,
-                                       const int* __restrict__ dropctr, float scale, float rope_base, float drop_p) {
+                                       bf16* __restrict__ qr, bf16* __restrict__ kr, const int* __restrict__ dropctr,
+                                       float scale, float rope_base, float drop_p) {
   static_assert(ag_check<AG_TARGS>::ok, "attn: bad configuration");
   static_assert(ag_check_pre<B, NPRE, NREP, DROP>::ok, "attn: bad prefix configuration");
   constexpr int BM = AG_BM, BN = ag_bn_fwd<DQK>(), LQ = DQK + 8, LV = DV + 8;
+  static_assert(BN == BM, "attn: the diagonal key tile of query tile qt must be key tile qt (kr)");
   constexpr int NPT = (NPRE + BN - 1) / BN;   // prefix key tiles, visited first
   constexpr int NQT = (T + BM - 1) / BM, KC = DQK / 16, DT = DV / 8, G = H / HKV, OD = H * DV;
   extern __shared__ __align__(16) unsigned char ag_smem[];
@@ -576,6 +596,10 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
     if constexpr (ROPE != 0) {
       if (!pre) ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
       __syncthreads();
+      // the rotated copies the backward reads (qr, kr): Q once, and K tile qt from its group's first head
+      if (n == 0) ag_store_tile<BM, DQK, T>(sQ, qr + (long long)b * T * LDQ + QOFF + h * QHS, q0, LDQ, tid);
+      if (!pre && k0 == q0 && h % G == 0)
+        ag_store_tile<BN, DQK, T>(k_s, kr + (long long)b * T * LDK + KOFF + hk * KHS, k0, LDK, tid);
     }
     if (n == 0) {
 #pragma unroll
@@ -652,24 +676,49 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
 
 // The entry points gen's wrappers call (attention_gen.lua): without dropout, and with it (one more
 // template argument, the op's `stream`; `dropctr` after the input pointers, `dropout` = p after the
-// floats). attn_bwd_dkdv and attn_bwd_dq below follow the same scheme.
+// floats); with a learned prefix (NPRE > 0, NREP replicas; two more template arguments, pk and pv after v).
+// With RoPE the forward also writes the rotated copies qr, kr (after lse; the layouts of q and k, only
+// their heads' columns) that the backward reads instead of q, k — so the entries without them require
+// ROPE = 0. attn_bwd_dkdv and attn_bwd_dq below follow the same scheme.
 template <AG_TPARAMS>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          bf16* __restrict__ out, float* __restrict__ lse, float scale, float rope_base) {
-  ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, nullptr, scale, rope_base, 0.f);
+  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, nullptr, nullptr, nullptr, scale, rope_base, 0.f);
+}
+template <AG_TPARAMS>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         bf16* __restrict__ out, float* __restrict__ lse, bf16* __restrict__ qr, bf16* __restrict__ kr,
+                         float scale, float rope_base) {
+  ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, qr, kr, nullptr, scale, rope_base, 0.f);
 }
 template <AG_TPARAMS, int STREAM>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          const int* __restrict__ dropctr, bf16* __restrict__ out, float* __restrict__ lse, float scale,
                          float rope_base, float dropout) {
-  ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, dropctr, scale, rope_base, dropout);
+  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, nullptr, nullptr, dropctr, scale, rope_base,
+                                       dropout);
 }
-// With a learned prefix (NPRE > 0, NREP replicas; two more template arguments, pk and pv after v).
+template <AG_TPARAMS, int STREAM>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         const int* __restrict__ dropctr, bf16* __restrict__ out, float* __restrict__ lse,
+                         bf16* __restrict__ qr, bf16* __restrict__ kr, float scale, float rope_base, float dropout) {
+  ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, qr, kr, dropctr, scale, rope_base, dropout);
+}
 template <AG_TPARAMS, int NPRE, int NREP>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          const bf16* __restrict__ pk, const bf16* __restrict__ pv, bf16* __restrict__ out,
                          float* __restrict__ lse, float scale, float rope_base) {
-  ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, nullptr, scale, rope_base, 0.f);
+  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, nullptr, nullptr, nullptr, scale, rope_base, 0.f);
+}
+template <AG_TPARAMS, int NPRE, int NREP>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         const bf16* __restrict__ pk, const bf16* __restrict__ pv, bf16* __restrict__ out,
+                         float* __restrict__ lse, bf16* __restrict__ qr, bf16* __restrict__ kr, float scale,
+                         float rope_base) {
+  ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, qr, kr, nullptr, scale, rope_base, 0.f);
 }
 
 // ==== backward: delta ==========================================================================
@@ -796,11 +845,6 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
   }
   load_q(0, 0);
   ag_cp_commit();
-  if constexpr (ROPE != 0) {   // K once, before the loop (whose first barrier publishes it)
-    ag_cp_wait<1>();
-    __syncthreads();
-    if (!pre) ag_rope_tile<BK, DQK, ROPE, ROPE_DIM>(sK, k0, rope_base, tid);
-  }
 
   float dkacc[QT_][4], dvacc[VT][4];
 #pragma unroll
@@ -829,10 +873,6 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
     const bf16* o_s = sO + cur * BQ * LV;
     const float* l_s = sL + cur * BQ;
     const float* d_s = sD + cur * BQ;
-    if constexpr (ROPE != 0) {
-      ag_rope_tile<BQ, DQK, ROPE, ROPE_DIM>(q_s, q0, rope_base, tid);
-      __syncthreads();
-    }
     const int qhi = ag_imin(q0 + BQ, T) - 1;
     if (kw < KLIM && (pre || ag_any<WINDOW, SINK>(q0, qhi, kw, kw + 15))) {
       // Sᵀ = K·Qᵀ  (16 keys × BQ queries per warp)
@@ -1110,11 +1150,6 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
   ag_load_tile<BM, DV, T>(sO, og, q0, OD, tid);
   load_kv(0, 0);
   ag_cp_commit();
-  if constexpr (ROPE != 0) {   // Q once, before the loop (whose first barrier publishes it)
-    ag_cp_wait<1>();
-    __syncthreads();
-    ag_rope_tile<BM, DQK, ROPE, ROPE_DIM>(sQ, q0, rope_base, tid);
-  }
 
   const int rw = q0 + warp * 16, rA = rw + g, rB = rA + 8;
   const float lA = rA < T ? lse[(long long)bh * T + rA] * AG_LOG2E : MF_INF;
@@ -1148,10 +1183,6 @@ __device__ __forceinline__ void ag_dq(const bf16* __restrict__ q, const bf16* __
     __syncthreads();
     bf16* k_s = sK + cur * BN * LQ;
     const bf16* v_s = sV + cur * BN * LV;
-    if constexpr (ROPE != 0) {
-      if (!pre) ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
-      __syncthreads();
-    }
     if (rw < T && (pre || ag_any<WINDOW, SINK>(rw, rw + 15, k0, k0 + BN - 1))) {
       // S = Q·Kᵀ and dP = dO·Vᵀ (16 × BN each per warp)
       float s[BN / 8][4], dpa[BN / 8][4];

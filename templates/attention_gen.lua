@@ -15,13 +15,15 @@
 -- Grouped kv heads (H/HKV = G > 1): attn_bwd_dkdv runs as thread-block clusters of `cluster` blocks
 -- along x (the largest divisor of G up to 8; gen/emit.lua writes __cluster_dims__ on the wrapper), each
 -- block one share of the group's query heads, summed through distributed shared memory.
+-- RoPE (attr ROPE ≠ 0): attn has two more outputs, `qr` and `kr` (after lse), the rotated q and k in the
+-- layouts of q and k, and the backward ops take those as their q and k (gen/autodiff.lua; docs/ir.md).
 -- Hopper (gen --arch sm_90a, the default): attn, attn_bwd_dq and attn_bwd_dkdv may run the wgmma kernels of
 -- attention_wg.cuh (same arguments and grid, their own shared memory): they can when the op has no dropout
 -- and no prefix and DQK ∈ {64, 128, 192}, DV ∈ {64, 128} (dK/dV: and no cluster, cluster(c) = 1), and are
--- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04 session 4): dQ always; the forward
--- without RoPE (rotating each K tile in shared memory costs them an extra barrier per tile, more than
--- wgmma gains on one 64-row product); dK/dV unless RoPE with DQK + DV ≤ 128 (the same cost against
--- smaller products). Otherwise, and for any other target, the mma.sync kernels of attention_gen.cuh.
+-- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04): dQ and dK/dV always (the
+-- backward rotates nothing); the forward without RoPE (rotating each K tile in shared memory costs it an
+-- extra barrier per tile, more than wgmma gains on one 64-row product). Otherwise, and for any other target,
+-- the mma.sync kernels of attention_gen.cuh.
 local function I(a, k, what)
   local v = math.tointeger(a[k])
   assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
@@ -114,7 +116,7 @@ local function wg(c, o, kernel)
               (c.DQK == 64 or c.DQK == 128 or c.DQK == 192) and (c.DV == 64 or c.DV == 128)
   if not can then return false end
   if kernel == "fwd" then return c.ROPE == 0 end
-  if kernel == "dkdv" then return cluster(c) == 1 and not (c.ROPE ~= 0 and c.DQK + c.DV <= 128) end
+  if kernel == "dkdv" then return cluster(c) == 1 end
   return true
 end
 local function wg_smem(c, kernel)
@@ -152,11 +154,18 @@ local function with_prefix(inputs, outputs, pre_out)
   end
   return with(with(t, outputs), pre_out)
 end
--- kernel arguments: the inputs, `dropctr` when the op has dropout, then the outputs
-local function args_of(inputs, outputs, pre_out)
-  local plain, drop = with(inputs, outputs), with(with(inputs, DROPCTR), outputs)
-  local pre = with_prefix(inputs, outputs, pre_out or {})
-  return function(a) return drop_on(a) and drop or pre_on(a) and pre or plain end
+-- kernel arguments: the inputs, `dropctr` when the op has dropout, then the outputs, then (the forward with
+-- RoPE) `rope_out`, the rotated copies qr, kr
+local function args_of(inputs, outputs, pre_out, rope_out)
+  local function variants(outs)
+    return with(inputs, outs), with(with(inputs, DROPCTR), outs), with_prefix(inputs, outs, pre_out or {})
+  end
+  local plain, drop, pre = variants(outputs)
+  local rplain, rdrop, rpre = variants(with(outputs, rope_out or {}))
+  return function(a)
+    if rope_out and I(a, "ROPE", "attn") ~= 0 then return drop_on(a) and rdrop or pre_on(a) and rpre or rplain end
+    return drop_on(a) and drop or pre_on(a) and pre or plain
+  end
 end
 -- lanes per (row, head) of attn_bwd_pre: the largest power of two dividing DV/8 (attn_bwd_pre_lanes)
 local function pre_lanes(DV)
@@ -170,7 +179,7 @@ return {
     attn = {
       fn = fwd_fn, files = fwd_files, tparams = tparams, consts = consts,
       args = args_of({ {"q","const bf16*"}, {"k","const bf16*"}, {"v","const bf16*"} },
-                     { {"out","bf16*"}, {"lse","float*"} }),
+                     { {"out","bf16*"}, {"lse","float*"} }, nil, { {"qr","bf16*"}, {"kr","bf16*"} }),
       -- smem: Q [64][DQK+8] + K [2][BN][DQK+8] + V [2][BN][DV+8]
       launch = function(a, o)
         local c = cfg(a, "attn")

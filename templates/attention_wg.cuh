@@ -28,7 +28,8 @@
 // registers and costs registers.
 // Ordering: wgmma reads shared memory through the async proxy, so every thread runs fence.proxy.async after
 // its cp.async data landed (and after the RoPE pass rewrote a tile), before the barrier that publishes it.
-// Tiles are double-buffered with one barrier per tile (two with RoPE): tile n + 1 streams in while tile n is
+// Tiles are double-buffered with one barrier per tile (two in the forward with RoPE; the backward reads the
+// forward's rotated copies qr, kr and rotates nothing): tile n + 1 streams in while tile n is
 // used, lands (and is rotated) at the end of iteration n, and the barrier that publishes it also frees the
 // buffer of tile n for the next prefetch.
 // wgmma.fence orders earlier register writes (accumulators, A fragments) before the products; commit +
@@ -150,9 +151,10 @@ __device__ __forceinline__ void wg_zero(float (*d)[4]) {
 template <AG_TPARAMS>
 __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k,
                                        const bf16* __restrict__ v, bf16* __restrict__ out, float* __restrict__ lse,
-                                       float scale, float rope_base) {
+                                       bf16* __restrict__ qr, bf16* __restrict__ kr, float scale, float rope_base) {
   static_assert(ag_check<AG_TARGS>::ok && wg_check<DQK, DV, H / HKV>::ok, "attn: bad configuration");
   constexpr int BM = 64, BN = wg_bn_fwd<DQK>(), KC = DQK / 16, DT = DV / 8, G = H / HKV, OD = H * DV;
+  static_assert(BN == BM, "attn wg: the diagonal key tile of query tile qt must be key tile qt (kr)");
   constexpr int NQT = (T + BM - 1) / BM;
   extern __shared__ __align__(16) unsigned char wg_smem[];
   bf16* sQ = reinterpret_cast<bf16*>(wg_align(wg_smem));
@@ -186,6 +188,8 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
   }
   wg_fence_proxy();
   __syncthreads();
+  // the rotated Q for the backward (qr; K tiles below, kr)
+  if constexpr (ROPE != 0) ag_store_tile<BM, DQK, T, ag_sw128<BM>>(sQ, qr + (long long)b * T * LDQ + QOFF + h * QHS, q0, LDQ, tid);
 
   float o[DT][4];
   wg_zero<DT>(o);
@@ -202,6 +206,10 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
     }
     const bf16* k_s = sK + cur * BN * DQK;
     const bf16* v_s = sV + cur * BN * DV;
+    if constexpr (ROPE != 0) {   // the diagonal K tile, rotated, from the group's first head (kr)
+      if (k0 == q0 && h % G == 0)
+        ag_store_tile<BN, DQK, T, ag_sw128<BN>>(k_s, kr + (long long)b * T * LDK + KOFF + hk * KHS, k0, LDK, tid);
+    }
     // S = Q·Kᵀ (64 × BN)
     float s[BN / 8][4];
     wg_zero<BN / 8>(s);
@@ -295,11 +303,6 @@ __device__ __forceinline__ void wg_dkdv(const bf16* __restrict__ q, const bf16* 
   load_q(0, 0);
   ag_cp_commit();
   ag_cp_wait<0>();
-  if constexpr (ROPE != 0) {
-    __syncthreads();
-    ag_rope_tile<BK, DQK, ROPE, ROPE_DIM, ag_sw128<BK>>(sK, k0, rope_base, tid);
-    ag_rope_tile<BQ, DQK, ROPE, ROPE_DIM, ag_sw128<BQ>>(sQ, qt0 * BQ, rope_base, tid);
-  }
   wg_fence_proxy();
   __syncthreads();
 
@@ -372,11 +375,6 @@ __device__ __forceinline__ void wg_dkdv(const bf16* __restrict__ q, const bf16* 
     wg_keep<QT_>(dkacc);
     if (n + 1 < NIT) {
       ag_cp_wait<0>();
-      if constexpr (ROPE != 0) {
-        __syncthreads();
-        ag_rope_tile<BQ, DQK, ROPE, ROPE_DIM, ag_sw128<BQ>>(sQ + (cur ^ 1) * BQ * DQK, (qt0 + (n + 1) % NQR) * BQ,
-                                                            rope_base, tid);
-      }
       wg_fence_proxy();
     }
     __syncthreads();
@@ -431,11 +429,6 @@ __device__ __forceinline__ void wg_dq(const bf16* __restrict__ q, const bf16* __
   load_kv(0, 0);
   ag_cp_commit();
   ag_cp_wait<0>();
-  if constexpr (ROPE != 0) {
-    __syncthreads();
-    ag_rope_tile<BM, DQK, ROPE, ROPE_DIM, ag_sw128<BM>>(sQ, q0, rope_base, tid);
-    ag_rope_tile<BN, DQK, ROPE, ROPE_DIM, ag_sw128<BN>>(sK, rg.tile(0) * BN, rope_base, tid);
-  }
   wg_fence_proxy();
   __syncthreads();
 
@@ -494,10 +487,6 @@ __device__ __forceinline__ void wg_dq(const bf16* __restrict__ q, const bf16* __
     wg_keep<QT_>(dqacc);
     if (n + 1 < rg.n) {
       ag_cp_wait<0>();
-      if constexpr (ROPE != 0) {
-        __syncthreads();
-        ag_rope_tile<BN, DQK, ROPE, ROPE_DIM, ag_sw128<BN>>(sK + (cur ^ 1) * BN * DQK, rg.tile(n + 1) * BN, rope_base, tid);
-      }
       wg_fence_proxy();
     }
     __syncthreads();
@@ -516,7 +505,14 @@ __device__ __forceinline__ void wg_dq(const bf16* __restrict__ q, const bf16* __
 template <AG_TPARAMS>
 __device__ void attn_fwd_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                             bf16* __restrict__ out, float* __restrict__ lse, float scale, float rope_base) {
-  wg_fwd<AG_TARGS>(q, k, v, out, lse, scale, rope_base);
+  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  wg_fwd<AG_TARGS>(q, k, v, out, lse, nullptr, nullptr, scale, rope_base);
+}
+template <AG_TPARAMS>
+__device__ void attn_fwd_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                            bf16* __restrict__ out, float* __restrict__ lse, bf16* __restrict__ qr, bf16* __restrict__ kr,
+                            float scale, float rope_base) {
+  wg_fwd<AG_TARGS>(q, k, v, out, lse, qr, kr, scale, rope_base);
 }
 template <AG_TPARAMS>
 __device__ void attn_bwd_dkdv_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,

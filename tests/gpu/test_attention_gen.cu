@@ -97,10 +97,16 @@ template <class C> constexpr bool WGKV = C::WG && ag_cluster<C::H / C::HKV>() ==
 template <class C, bool BWD, bool WGK> constexpr int MINB = WGK ? 2 : ag_min_blocks<C::DQK, C::DV, C::ROPE, BWD, C::DROP>();
 template <class C> __global__ void __launch_bounds__(128, MINB<C, false, C::WG>)
 k_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const int* dropctr, bf16* out,
-      float* lse, float scale, float base, float p) {
-  if constexpr (C::WG) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, scale, base);
+      float* lse, bf16* qr, bf16* kr, float scale, float base, float p) {
+  // with RoPE the entries that also write the rotated copies qr, kr (the only ones gen emits then)
+  if constexpr (C::WG && C::ROPE) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, qr, kr, scale, base);
+  else if constexpr (C::WG) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, scale, base);
+  else if constexpr (C::DROP && C::ROPE) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, qr, kr, scale, base, p);
   else if constexpr (C::DROP) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, scale, base, p);
+  else if constexpr (C::NPRE > 0 && C::ROPE)
+    attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, qr, kr, scale, base);
   else if constexpr (C::NPRE > 0) attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, scale, base);
+  else if constexpr (C::ROPE) attn_fwd<AGC(C)>(q, k, v, out, lse, qr, kr, scale, base);
   else attn_fwd<AGC(C)>(q, k, v, out, lse, scale, base);
 }
 template <class C> __global__ void __launch_bounds__(256)
@@ -292,6 +298,7 @@ struct Rope {
 };
 struct Ref {
   std::vector<double> out, lse, dq, dk, dv;   // out [B·T, H·DV]; lse [B,H,T]; dq [B,T,H,DQK], dk [B,T,HKV,DQK], dv [B,T,HKV,DV]
+  std::vector<double> qrot, krot;             // the rotated q̃ [B,T,H,DQK], k̃ [B,T,HKV,DQK]
   std::vector<double> dpk, dpv;               // prefix partials per batch row: [B,HKV,NPRE,DQK], [B,HKV,NPRE,DV]
 };
 // A learned prefix (n = 0: none): pk [NREP,HKV,n,DQK], pv [NREP,HKV,n,DV]; row b is replica b/(B/nrep).
@@ -406,6 +413,8 @@ static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S
     }
   r.dq = dqr;
   r.dk = dkr;
+  r.qrot = qr;
+  r.krot = kr;
   return r;
 }
 
@@ -423,10 +432,11 @@ template <class C> static void setup() {
 }
 static int* g_ctr = nullptr;   // device {kSeed, kCtr}: the dropctr input of every launch
 // pk/pv (and dpk/dpv) are used when C::NPRE > 0; the dK/dV grid then has ⌈NPRE/64⌉ more tiles.
+// qr/kr (C::ROPE ≠ 0): where the forward writes the rotated q, k (layouts of q, k); run_bwd then takes them as q, k.
 template <class C>
 static void run_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* out, float* lse, const bf16* pk = nullptr,
-                    const bf16* pv = nullptr) {
-  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, (SM_FWD<C>)>>>(q, k, v, pk, pv, g_ctr, out, lse,
+                    const bf16* pv = nullptr, bf16* qr = nullptr, bf16* kr = nullptr) {
+  k_fwd<C><<<dim3(C::B * C::H, (C::T + 63) / 64), 128, (SM_FWD<C>)>>>(q, k, v, pk, pv, g_ctr, out, lse, qr, kr,
                                                                                     scale_of<C>(), kBase, C::P);
 }
 template <class C>
@@ -492,7 +502,16 @@ static void test_case(const char* name) {
   Dev<float> dpk1(npart_k), dpv1(npart_v), dpk2(npart_k), dpv2(npart_v);
   const bf16* pkp = NP ? dpk_in.p : nullptr;
   const bf16* pvp = NP ? dpv_in.p : nullptr;
-  run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p, pkp, pvp);
+  // RoPE: the forward's rotated copies, in sentinel-filled buffers shaped like q's and k's
+  const float SENT = 7.f;
+  std::vector<std::unique_ptr<Dev<bf16>>> rot;
+  for (int i = 0; C::ROPE && i < bufs.nb; ++i) {
+    rot.emplace_back(new Dev<bf16>(N * bufs.width(i)));
+    rot.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
+  }
+  bf16* qrp = C::ROPE ? rot[bufs.qi]->p : nullptr;
+  bf16* krp = C::ROPE ? rot[bufs.ki]->p : nullptr;
+  run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p, pkp, pvp, qrp, krp);
   LAUNCH_CHECK();
 
   // dense copies for the reference
@@ -521,9 +540,38 @@ static void test_case(const char* name) {
   const std::vector<float> gout = from_bf(out.get());
   check("attn out", s, gout, ref.out, 2e-2);
   check("attn lse", s, lse.get(), ref.lse, C::ROPE ? 1e-3 : 1e-4);
+  if constexpr (C::ROPE != 0) {   // qr, kr: every q/k column of every row written once, nothing else
+    std::vector<std::vector<float>> rr;
+    for (int i = 0; i < bufs.nb; ++i) rr.push_back(from_bf(rot[i]->get()));
+    std::vector<char> own[3];
+    for (int i = 0; i < bufs.nb; ++i) own[i].assign(N * bufs.width(i), 0);
+    std::vector<float> gq(ref.qrot.size()), gk(ref.krot.size());
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < T; ++t) {
+        for (int h = 0; h < H; ++h)
+          for (int e = 0; e < DQK; ++e) {
+            gq[(((size_t)b * T + t) * H + h) * DQK + e] = rr[bufs.qi][bufs.oq(b, t, h, e)];
+            own[bufs.qi][bufs.oq(b, t, h, e)] = 1;
+          }
+        for (int g = 0; g < HKV; ++g)
+          for (int e = 0; e < DQK; ++e) {
+            gk[(((size_t)b * T + t) * HKV + g) * DQK + e] = rr[bufs.ki][bufs.ok(b, t, g, e)];
+            own[bufs.ki][bufs.ok(b, t, g, e)] = 1;
+          }
+      }
+    check("attn qr", s, gq, ref.qrot, 1e-2);
+    check("attn kr", s, gk, ref.krot, 1e-2);
+    bool clean = true;
+    for (int i = 0; i < bufs.nb; ++i)
+      for (size_t j = 0; j < rr[i].size(); ++j)
+        if (!own[i][j] && rr[i][j] != SENT) clean = false;
+    check_true("attn qr/kr layout", s, clean, clean ? "other columns untouched" : "wrote outside the q/k columns");
+  }
 
-  // backward from the GPU forward's out/lse (what the model does), into sentinel-filled buffers
-  const float SENT = 7.f;
+  // backward from the GPU forward's out/lse (what the model does), into sentinel-filled buffers; with RoPE
+  // it reads the forward's rotated copies as q and k
+  const bf16* bq = C::ROPE ? qrp : bufs.q();
+  const bf16* bk = C::ROPE ? krp : bufs.k();
   std::vector<std::unique_ptr<Dev<bf16>>> g1, g2;
   for (int i = 0; i < bufs.nb; ++i) {
     g1.emplace_back(new Dev<bf16>(N * bufs.width(i)));
@@ -531,7 +579,7 @@ static void test_case(const char* name) {
     g1.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
     g2.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
   }
-  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g1[bufs.qi]->p, g1[bufs.ki]->p, g1[bufs.vi]->p,
+  run_bwd<C>(bq, bk, bufs.v(), out.p, ddo->p, lse.p, delta.p, g1[bufs.qi]->p, g1[bufs.ki]->p, g1[bufs.vi]->p,
              pkp, pvp, dpk1.p, dpv1.p);
   LAUNCH_CHECK();
   std::vector<double> rdel((size_t)B * H * T);
@@ -582,7 +630,7 @@ static void test_case(const char* name) {
     for (size_t j = 0; j < gg[i].size(); ++j)
       if (!mine[i][j] && gg[i][j] != SENT) untouched = false;
   check_true("attn bwd layout", s, untouched, untouched ? "other columns untouched" : "wrote outside its columns");
-  run_bwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, ddo->p, lse.p, delta.p, g2[bufs.qi]->p, g2[bufs.ki]->p, g2[bufs.vi]->p,
+  run_bwd<C>(bq, bk, bufs.v(), out.p, ddo->p, lse.p, delta.p, g2[bufs.qi]->p, g2[bufs.ki]->p, g2[bufs.vi]->p,
              pkp, pvp, dpk2.p, dpv2.p);
   LAUNCH_CHECK();
   bool same = true;
@@ -725,10 +773,14 @@ template <class C> static Row bench_case() {
   pk.put(to_bf(rnd(NPK * C::DQK, 1.f)));
   pv.put(to_bf(rnd(NPK * C::DV, 1.f)));
   Dev<float> dpk((size_t)C::B * C::HKV * C::NPRE * C::DQK), dpv((size_t)C::B * C::HKV * C::NPRE * C::DV);
-  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p); });
+  // RoPE: the forward writes the rotated q, k (qr = kr, packed) and the backward reads them
+  Dev<bf16> rot(C::ROPE ? N * Bufs<C>::width(0) : 1);
+  bf16* qr = C::ROPE ? rot.p : nullptr;
+  const bf16* bq = C::ROPE ? rot.p : q;
+  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p, qr, qr); });
   const double tfb = time_ms([&] {
-    run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p);
-    run_bwd<C>(q, k, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p, pk.p, pv.p, dpk.p, dpv.p);
+    run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p, qr, qr);
+    run_bwd<C>(bq, bq, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p, pk.p, pv.p, dpk.p, dpv.p);
   });
   const double pr = (double)C::B * C::H * (double)pairs(C::T, C::WINDOW, C::SINK);
   const double ff = 2.0 * pr * (C::DQK + C::DV), fb = ff + 2.0 * pr * (3 * C::DQK + 2 * C::DV);

@@ -987,33 +987,37 @@ static double atg_f(void *vc, const float *xs) {
   AtGCtx *c = vc;
   float *q, *k, *v;
   atg_ptrs(c, (float *)xs, &q, &k, &v);
-  cpu_attn(&c->a, q, k, v, c->out, c->lse);
+  cpu_attn(&c->a, q, k, v, c->out, c->lse, NULL, NULL);
   double s = 0;
   for (long i = 0; i < c->a.B * c->a.T * c->a.H * c->a.DV; i++) s += (double)c->r[i] * c->out[i];
   return s;
 }
 
-/* Finite differences of Σ r ⊙ attn(q, k, v) against attn_bwd_pre + attn_bwd_dkdv + attn_bwd_dq. */
+/* Finite differences of Σ r ⊙ attn(q, k, v) against attn_bwd_pre + attn_bwd_dkdv + attn_bwd_dq; with RoPE
+ * the backward reads the forward's rotated copies (qr, kr, in an array laid out like xs) as q and k. */
 static void attn_fd(const char *what, CpuAttn a, int packed) {
   long N = a.B * a.T, nq = N * a.LDQ, nk = packed ? 0 : N * a.LDK, nv = packed ? 0 : N * a.LDV, n = nq + nk + nv;
   long no = N * a.H * a.DV, S = a.B * a.H * a.T;
   float *xs = falloc(n), *g = falloc(n), *r = falloc(no), *out = falloc(no), *lse = falloc(S), *delta = falloc(S);
+  float *xr = falloc(n);
   fill(xs, n, 1.5f); fill(r, no, 1);
   AtGCtx c = {a, nq, nk, nv, packed, r, out, lse};
-  float *q, *k, *v, *dq, *dk, *dv;
+  float *q, *k, *v, *dq, *dk, *dv, *qr, *kr, *vr;
   atg_ptrs(&c, xs, &q, &k, &v);
   atg_ptrs(&c, g, &dq, &dk, &dv);
-  cpu_attn(&a, q, k, v, out, lse);
+  atg_ptrs(&c, xr, &qr, &kr, &vr);
+  cpu_attn(&a, q, k, v, out, lse, a.ROPE ? qr : NULL, a.ROPE ? kr : NULL);
   cpu_attn_bwd_pre(out, r, delta, a.B, a.T, a.H, a.DV);
+  const float *bq = a.ROPE ? qr : q, *bk = a.ROPE ? kr : k;
   /* columns of q/k/v rows that belong to no head must stay untouched: mark them, then zero */
   for (long i = 0; i < n; i++) g[i] = 77;
-  cpu_attn_bwd_dkdv(&a, q, k, v, r, lse, delta, dk, dv, NULL, NULL);
-  cpu_attn_bwd_dq(&a, q, k, v, r, lse, delta, dq);
+  cpu_attn_bwd_dkdv(&a, bq, bk, v, r, lse, delta, dk, dv, NULL, NULL);
+  cpu_attn_bwd_dq(&a, bq, bk, v, r, lse, delta, dq);
   long untouched = 0;
   for (long i = 0; i < n; i++) if (g[i] == 77) { untouched++; g[i] = 0; }
   double e = fd_check(atg_f, &c, xs, n, g, 1e-2);
   check(e < 2e-3, "attn %s: backward matches finite differences (rel %.1e, %ld unused columns untouched)", what, e, untouched);
-  free(xs); free(g); free(r); free(out); free(lse); free(delta);
+  free(xr); free(xs); free(g); free(r); free(out); free(lse); free(delta);
 }
 
 static CpuAttn attn_packed(long B, long T, long H, long HKV, long d) {
@@ -1066,7 +1070,7 @@ static void test_attn(void) {
   float *qkv = falloc(N * 3 * D), *o1 = falloc(N * D), *o2 = falloc(N * D), *l1 = falloc(B * H * T), *l2 = falloc(B * H * T);
   fill(qkv, N * 3 * D, 1.5f);
   cpu_attention(qkv, o1, l1, B, T, H, d);
-  cpu_attn(&a, qkv, qkv, qkv, o2, l2);
+  cpu_attn(&a, qkv, qkv, qkv, o2, l2, NULL, NULL);
   check(maxabs_diff(o1, o2, N * D) < 1e-6 && maxabs_diff(l1, l2, B * H * T) < 1e-6, "attn: packed layout, no extras == attention");
   free(qkv); free(o1); free(o2); free(l1); free(l2);
 
@@ -1080,7 +1084,7 @@ static void test_attn(void) {
     long n = 9 * g.LDQ;
     float *x = falloc(n), *out = falloc(9 * 16), *lse = falloc(4 * 9);
     fill(x, n, 1.5f);
-    cpu_attn(&g, x, x, x, out, lse);
+    cpu_attn(&g, x, x, x, out, lse, NULL, NULL);
     double e = attn_naive_err(&g, x, out, lse);
     check(e < 1e-5, "attn %s (GQA 4/2): forward against a naive loop (err %.1e)", mc[t].name, e);
     free(x); free(out); free(lse);
@@ -1112,10 +1116,10 @@ static void test_attn(void) {
     long n = 2 * 5 * g.LDQ, no = 2 * 5 * 2 * 4;
     float *x = falloc(n), *od = falloc(no), *o0 = falloc(no), *ld = falloc(20), *l0 = falloc(20);
     fill(x, n, 1.5f);
-    cpu_attn(&g, x, x, x, od, ld);
+    cpu_attn(&g, x, x, x, od, ld, NULL, NULL);
     CpuAttn g0 = g;
     g0.dropout = 0;
-    cpu_attn(&g0, x, x, x, o0, l0);
+    cpu_attn(&g0, x, x, x, o0, l0, NULL, NULL);
     double err = 0;
     long dropped = 0;
     for (long b = 0; b < 2; b++)
