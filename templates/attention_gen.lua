@@ -20,7 +20,7 @@
 -- Hopper (gen --arch sm_90a, the default): attn, attn_bwd_dq and attn_bwd_dkdv may run the wgmma kernels of
 -- attention_wg.cuh (same arguments and grid, their own shared memory): they can when the op has no dropout
 -- and no prefix and DQK ∈ {64, 128, 192}, DV ∈ {64, 128} (dK/dV: and no cluster, cluster(c) = 1), and are
--- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04): dQ and dK/dV always (the
+-- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04, sessions 4 and 5): dQ and dK/dV always (the
 -- backward rotates nothing); the forward without RoPE (rotating each K tile in shared memory costs it an
 -- extra barrier per tile, more than wgmma gains on one 64-row product). Otherwise, and for any other target,
 -- the mma.sync kernels of attention_gen.cuh.
