@@ -132,11 +132,14 @@ local function attn_op(g, cfg, ph, name, q, k, v, lay, n, B, T, pre)
   refs[#refs + 1] = { "lse", lse, out = true }
   if (lay.ROPE or 0) ~= 0 then
     -- the rotated q̃, k̃ in the layouts of q, k (one tensor when q and k share a buffer): the forward
-    -- writes them, the backward reads them instead of rotating tiles again
+    -- writes them, the backward reads them instead of rotating tiles again; k̃ only when k arrives
+    -- unrotated (KROT = 0)
     local qr = g:tensor(name .. ".qr", g.tensors[q].shape, "bf16")
-    local kr = k == q and qr or g:tensor(name .. ".kr", g.tensors[k].shape, "bf16")
     refs[#refs + 1] = { "qr", qr, out = true }
-    refs[#refs + 1] = { "kr", kr, out = true }
+    if lay.KROT == 0 then
+      local kr = k == q and qr or g:tensor(name .. ".kr", g.tensors[k].shape, "bf16")
+      refs[#refs + 1] = { "kr", kr, out = true }
+    end
   end
   local a = { B = B, T = T, scale = 1 / math.sqrt(lay.DQK), rope_base = m.rope_base, dropout = 0, stream = 0,
     NPRE = pre and pre.n or 0, NREP = pre and pre.rep or 1 }
@@ -173,11 +176,16 @@ local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
     local knope = linear(g, ph, pfx, p .. ".attn.kv_b_k", cn, n, r, H * dn, false, 0.02)
     local v = linear(g, ph, pfx, p .. ".attn.kv_b_v", cn, n, r, H * dvh, false, 0.02)
     local k = g:tensor(pfx .. p .. ".attn.k", { n, H * (dn + dr) }, "bf16")
+    -- mla_k rotates the shared rope key once per row, so the attention rotates q only (KROT = 1): a K tile
+    -- would otherwise be rotated by every query tile that reads it. The decode program's attn_decode rotates
+    -- what it appends to its cache, so there mla_k only copies.
+    local krot = ph ~= "dec"
     g:op("mla_k", ph, pfx .. p .. ".attn.k", { { "knope", knope }, { "krope", kr }, { "k", k, out = true } },
-      { N = n, H = H, dn = dn, dr = dr })
+      { N = n, H = H, dn = dn, dr = dr, ROPE = krot and ROPE[mla.rope_layout] or 0, T = T, rope_base = m.rope_base })
     local w = dn + dr
     local lay = { H = H, HKV = H, DQK = w, DV = dvh, LDQ = H * w, LDK = H * w, LDV = H * dvh, QOFF = 0, KOFF = 0, VOFF = 0,
-      QHS = w, KHS = w, VHS = dvh, WINDOW = 0, SINK = 0, ALIBI = 0, ROPE = ROPE[mla.rope_layout], ROPE_DIM = dr }
+      QHS = w, KHS = w, VHS = dvh, WINDOW = 0, SINK = 0, ALIBI = 0, ROPE = ROPE[mla.rope_layout], ROPE_DIM = dr,
+      KROT = krot and 1 or 0 }
     return attn_op(g, cfg, ph, pfx .. p .. ".attn", q, k, v, lay, n, B, T), dvh
   end
   local width = (H + 2 * Hkv) * d
@@ -203,7 +211,7 @@ local function attention(g, cfg, ph, pfx, l, p, x, n, B, T)
   local lay = { H = H, HKV = Hkv, DQK = d, DV = d, LDQ = width, LDK = width, LDV = width,
     QOFF = 0, KOFF = H * d, VOFF = (H + Hkv) * d, QHS = d, KHS = d, VHS = d,
     WINDOW = swa and L.window or 0, SINK = swa and L.sink or 0, ALIBI = m.position == "alibi" and 1 or 0,
-    ROPE = m.position == "rope" and ROPE[m.rope_layout] or 0, ROPE_DIM = d }
+    ROPE = m.position == "rope" and ROPE[m.rope_layout] or 0, ROPE_DIM = d, KROT = 0 }
   return attn_op(g, cfg, ph, pfx .. p .. ".attn", qkv, qkv, qkv, lay, n, B, T, pre), d
 end
 

@@ -437,21 +437,31 @@ static void k_embed_tok(Cpu *c, const Op *op, int micro) {
   cpu_embed_tok(tok, F(c, op, "wte", D), F(c, op, "out", N * D), N, D);
 }
 
+/* mla_k's attrs: N H dn dr, and ROPE (0, 1 half-split, 2 adjacent) T rope_base for the rotation of krope */
+typedef struct { long N, H, dn, dr, rope, T; float base; } MlaK;
+static MlaK mla_k_cfg(Cpu *c, const Op *op) {
+  MlaK m = {A(c, op, "N"), A(c, op, "H"), A(c, op, "dn"), A(c, op, "dr"), A(c, op, "ROPE"), A(c, op, "T"), 10000.0f};
+  if (m.rope < 0 || m.rope > 2) fatal(OPFMT ": ROPE=%ld (expected 0, 1 half-split or 2 adjacent)", OPARGS(c, op), m.rope);
+  if (m.rope && (m.T < 1 || m.N % m.T || m.dr % 2))
+    fatal(OPFMT ": with ROPE, T=%ld must divide N=%ld and dr=%ld be even", OPARGS(c, op), m.T, m.N, m.dr);
+  if (m.rope) m.base = Af(c, op, "rope_base");
+  return m;
+}
+
 static void k_mla_k(Cpu *c, const Op *op, int micro) {
   (void)micro;
-  long N = A(c, op, "N"), H = A(c, op, "H"), dn = A(c, op, "dn"), dr = A(c, op, "dr");
-  cpu_mla_k(F(c, op, "knope", N * H * dn), F(c, op, "krope", N * dr), F(c, op, "k", N * H * (dn + dr)), N, H, dn, dr);
+  MlaK m = mla_k_cfg(c, op);
+  cpu_mla_k(F(c, op, "knope", m.N * m.H * m.dn), F(c, op, "krope", m.N * m.dr), F(c, op, "k", m.N * m.H * (m.dn + m.dr)),
+            m.N, m.H, m.dn, m.dr, (int)m.rope, m.T, m.base);
 }
 
 static void k_mla_k_bwd(Cpu *c, const Op *op, int micro) {
   (void)micro;
-  long N = A(c, op, "N"), H = A(c, op, "H"), dn = A(c, op, "dn"), dr = A(c, op, "dr");
-  cpu_mla_k_bwd(F(c, op, "dk", N * H * (dn + dr)), F(c, op, "dknope", N * H * dn), F(c, op, "dkrope", N * dr), N, H,
-                dn, dr);
+  MlaK m = mla_k_cfg(c, op);
+  cpu_mla_k_bwd(F(c, op, "dk", m.N * m.H * (m.dn + m.dr)), F(c, op, "dknope", m.N * m.H * m.dn),
+                F(c, op, "dkrope", m.N * m.dr), m.N, m.H, m.dn, m.dr, (int)m.rope, m.T, m.base);
 }
 
-/* The attrs of attn / attn_bwd_dkdv / attn_bwd_dq, checked like attention_gen.lua checks them
- * (minus the GPU's head-dim menu: the CPU takes any width). */
 static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
   CpuAttn a;
   memset(&a, 0, sizeof a);
@@ -462,6 +472,7 @@ static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
   a.QHS = A(c, op, "QHS"); a.KHS = A(c, op, "KHS"); a.VHS = A(c, op, "VHS");
   a.WINDOW = A(c, op, "WINDOW"); a.SINK = A(c, op, "SINK"); a.ALIBI = A(c, op, "ALIBI");
   a.ROPE = A(c, op, "ROPE"); a.ROPE_DIM = A(c, op, "ROPE_DIM");
+  a.KROT = op_has_attr(op, "KROT") ? A(c, op, "KROT") : 0;   /* attn_decode has none: it rotates what it appends */
   a.scale = Af(c, op, "scale");
   a.rope_base = a.ROPE ? Af(c, op, "rope_base") : 10000.0f;
   a.dropout = op_has_attr(op, "dropout") ? drop_p(c, op, "dropout") : 0.0f;
@@ -473,6 +484,8 @@ static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
   if (a.VOFF + (a.HKV - 1) * a.VHS + a.DV > a.LDV) fatal(OPFMT ": v heads do not fit in a row of LDV=%ld", OPARGS(c, op), a.LDV);
   if (a.ALIBI > 1) fatal(OPFMT ": ALIBI=%ld (expected 0 or 1)", OPARGS(c, op), a.ALIBI);
   if (a.ROPE > 2) fatal(OPFMT ": ROPE=%ld (expected 0, 1 half-split or 2 adjacent)", OPARGS(c, op), a.ROPE);
+  if (a.KROT != 0 && (a.KROT != 1 || !a.ROPE))
+    fatal(OPFMT ": KROT=%ld (expected 0, or 1 with ROPE != 0: k arrives rotated)", OPARGS(c, op), a.KROT);
   if (a.ROPE && (a.ROPE_DIM < 2 || a.ROPE_DIM % 2 || a.ROPE_DIM > a.DQK))
     fatal(OPFMT ": ROPE_DIM=%ld must be even and in [2, DQK=%ld]", OPARGS(c, op), a.ROPE_DIM, a.DQK);
   if (a.dropout > 0) a.ctr = I(c, op, "dropctr", 2, micro);
@@ -491,12 +504,14 @@ static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
 static void k_attn(Cpu *c, const Op *op, int micro) {
   CpuAttn a = attn_cfg(c, op, micro);
   long N = a.B * a.T;
-  /* with RoPE the rotated copies the backward ops read as q, k (gen/graph.lua) */
-  int rot = a.ROPE != 0;
-  if (rot && (!op_ref(op, "qr") || !op_ref(op, "kr"))) fatal(OPFMT ": RoPE needs the outputs qr and kr", OPARGS(c, op));
+  /* with RoPE the rotated copies the backward ops read as q, k (gen/graph.lua); with KROT k is already k̃ */
+  int rot = a.ROPE != 0, krot = rot && !a.KROT;
+  if (rot && !op_ref(op, "qr")) fatal(OPFMT ": RoPE needs the output qr", OPARGS(c, op));
+  if (krot != (op_ref(op, "kr") != NULL))
+    fatal(OPFMT ": the output kr belongs exactly to RoPE with KROT=0", OPARGS(c, op));
   cpu_attn(&a, F(c, op, "q", N * a.LDQ), F(c, op, "k", N * a.LDK), F(c, op, "v", N * a.LDV),
            F(c, op, "out", N * a.H * a.DV), F(c, op, "lse", a.B * a.H * a.T), rot ? F(c, op, "qr", N * a.LDQ) : NULL,
-           rot ? F(c, op, "kr", N * a.LDK) : NULL);
+           krot ? F(c, op, "kr", N * a.LDK) : NULL);
 }
 
 static void k_attn_bwd_pre(Cpu *c, const Op *op, int micro) {

@@ -585,28 +585,41 @@ void cpu_embed_tok(const int32_t *tok, const float *wte, float *out, long N, lon
   for (long i = 0; i < N; i++) memcpy(out + i * D, wte + (long)tok[i] * D, (size_t)D * sizeof *out);
 }
 
-/* k[n, h·(dn+dr) …] = [knope[n, h·dn … h·dn+dn−1] ; krope[n, 0 … dr−1]] */
-void cpu_mla_k(const float *knope, const float *krope, float *k, long N, long H, long dn, long dr) {
+/* k[n, h·(dn+dr) …] = [knope[n, h·dn … h·dn+dn−1] ; R_t·krope[n, 0 … dr−1]],  t = n mod T: the shared rope
+ * key rotated once here (rope = 1 half-split, 2 adjacent; 0: copied as it is) so that the attention that
+ * reads k rotates q only (its attr KROT = 1). */
+void cpu_mla_k(const float *knope, const float *krope, float *k, long N, long H, long dn, long dr, int rope, long T,
+               float base) {
   long w = dn + dr;
-  for (long n = 0; n < N; n++)
+  double *r = xmalloc((size_t)dr * sizeof *r);
+  for (long n = 0; n < N; n++) {
+    for (long j = 0; j < dr; j++) r[j] = krope[n * dr + j];
+    if (rope) attn_rope(r, dr, dr, rope, base, n % T, 0);
     for (long h = 0; h < H; h++) {
       float *row = k + n * H * w + h * w;
       memcpy(row, knope + n * H * dn + h * dn, (size_t)dn * sizeof *row);
-      memcpy(row + dn, krope + n * dr, (size_t)dr * sizeof *row);
+      for (long j = 0; j < dr; j++) row[dn + j] = (float)r[j];
     }
+  }
+  free(r);
 }
 
-/* dknope[n, h] = dk[n, h, :dn];  dkrope[n] = Σ_h dk[n, h, dn:] (h ascending; both written) */
-void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H, long dn, long dr) {
+/* dknope[n, h] = dk[n, h, :dn];  dkrope[n] = R_tᵀ Σ_h dk[n, h, dn:] (h ascending; both written) */
+void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H, long dn, long dr, int rope, long T,
+                   float base) {
   long w = dn + dr;
+  double *r = xmalloc((size_t)dr * sizeof *r);
   for (long n = 0; n < N; n++) {
     for (long h = 0; h < H; h++) memcpy(dknope + n * H * dn + h * dn, dk + n * H * w + h * w, (size_t)dn * sizeof *dk);
     for (long j = 0; j < dr; j++) {
       double s = 0;
       for (long h = 0; h < H; h++) s += dk[n * H * w + h * w + dn + j];
-      dkrope[n * dr + j] = (float)s;
+      r[j] = s;
     }
+    if (rope) attn_rope(r, dr, dr, rope, base, n % T, 1);
+    for (long j = 0; j < dr; j++) dkrope[n * dr + j] = (float)r[j];
   }
+  free(r);
 }
 
 /* ---- generalised attention ---- */
@@ -642,14 +655,15 @@ static int attn_visible(const CpuAttn *a, long i, long j) {
 }
 
 /* The q (kv = 0, head h) or k (kv = 1, kv head h) rows of batch b: [T][DQK] doubles, rotated when `rotate`
- * (the forward; the backward's q, k are the forward's rotated copies qr, kr). */
+ * (the forward; the backward's q, k are the forward's rotated copies qr, kr) — k rows not with KROT (they
+ * arrive rotated). */
 static double *attn_rows(const CpuAttn *a, const float *base, int kv, long b, long h, int rotate) {
   long ld = kv ? a->LDK : a->LDQ, off = (kv ? a->KOFF : a->QOFF) + h * (kv ? a->KHS : a->QHS), D = a->DQK;
   double *r = xmalloc((size_t)(a->T * D) * sizeof *r);
   for (long t = 0; t < a->T; t++) {
     const float *src = base + (b * a->T + t) * ld + off;
     for (long e = 0; e < D; e++) r[t * D + e] = src[e];
-    if (rotate && a->ROPE) attn_rope(r + t * D, D, a->ROPE_DIM, (int)a->ROPE, a->rope_base, t, 0);
+    if (rotate && a->ROPE && !(kv && a->KROT)) attn_rope(r + t * D, D, a->ROPE_DIM, (int)a->ROPE, a->rope_base, t, 0);
   }
   return r;
 }
@@ -851,7 +865,8 @@ static void attn_bwd_pre_row(const CpuAttn *a, const double *Q, const float *dou
   }
 }
 
-/* dv_j = Σ_{h in group} Σ_i p̃_ij·do_i;  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i;
+/* dv_j = Σ_{h in group} Σ_i p̃_ij·do_i;  dk_j = R_jᵀ Σ_{h in group} Σ_i c·ds_ij·q̃_i (no R_jᵀ with KROT: dk is then
+ * the gradient of the rotated k̃ the op was given);
  * prefixes: dpk[b, g, n] = Σ_{h in group} Σ_i c·d̂s_in·q̃_i,  dpv[b, g, n] = Σ_{h in group} Σ_i p̂_in·do_i (written) */
 void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const float *v, const float *dout,
                        const float *lse, const float *delta, float *dk, float *dv, float *dpk, float *dpv) {
@@ -892,7 +907,7 @@ void cpu_attn_bwd_dkdv(const CpuAttn *a, const float *q, const float *k, const f
         for (long e = 0; e < DV; e++) vr[e] = (float)dPV[n * DV + e];
       }
       for (long j = 0; j < T; j++) {
-        if (a->ROPE) attn_rope(dK + j * DQK, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, j, 1);
+        if (a->ROPE && !a->KROT) attn_rope(dK + j * DQK, DQK, a->ROPE_DIM, (int)a->ROPE, a->rope_base, j, 1);
         float *kr = dk + (b * T + j) * a->LDK + a->KOFF + g * a->KHS, *vr = dv + (b * T + j) * a->LDV + a->VOFF + g * a->VHS;
         for (long e = 0; e < DQK; e++) kr[e] = (float)dK[j * DQK + e];
         for (long e = 0; e < DV; e++) vr[e] = (float)dV[j * DV + e];

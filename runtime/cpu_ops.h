@@ -90,9 +90,12 @@ void cpu_dropout_bwd(const float *dout, const int32_t *ctr, float *dx, long n, f
 
 /* out[i] = wte[tok[i]] */
 void cpu_embed_tok(const int32_t *tok, const float *wte, float *out, long N, long D);
-/* MLA: k[n, h] = [knope[n, h] ; krope[n]]; backward dknope = slices, dkrope[n] = Σ_h dk[n, h, dn:] */
-void cpu_mla_k(const float *knope, const float *krope, float *k, long N, long H, long dn, long dr);
-void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H, long dn, long dr);
+/* MLA: k[n, h] = [knope[n, h] ; R_t·krope[n]] (t = n mod T; rope 0: no rotation, 1 half-split, 2 adjacent);
+ * backward dknope = slices, dkrope[n] = R_tᵀ Σ_h dk[n, h, dn:] */
+void cpu_mla_k(const float *knope, const float *krope, float *k, long N, long H, long dn, long dr, int rope, long T,
+               float base);
+void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H, long dn, long dr, int rope, long T,
+                   float base);
 
 /* Generalised attention `attn` (docs/ir.md, templates/attention_gen.cuh): layouts, GQA, window +
  * sinks, ALiBi, RoPE and attention-probability dropout. q/k/v rows are strided (LD*, *OFF, *HS);
@@ -100,6 +103,7 @@ void cpu_mla_k_bwd(const float *dk, float *dknope, float *dkrope, long N, long H
  * columns are written. */
 typedef struct {
   long B, T, H, HKV, DQK, DV, LDQ, LDK, LDV, QOFF, KOFF, VOFF, QHS, KHS, VHS, WINDOW, SINK, ALIBI, ROPE, ROPE_DIM;
+  long KROT;                        /* 1: k arrives rotated (k̃); only q is rotated, dk is the gradient of k̃ */
   float scale, rope_base, dropout;  /* dropout: the probability of dropping p_ij (0: none) */
   long stream;                      /* dropout stream id */
   const int32_t *ctr;               /* dropctr {seed, counter} of the micro-step; unused when dropout = 0 */
@@ -112,7 +116,9 @@ double attn_alibi_slope(long h, long H);   /* m_h of the ALiBi paper (interpolat
 /* Rotate the last R dims of x[0..DQK) for position t (mode 1 half-split, 2 adjacent); inverse = 1 applies Rᵀ. */
 void attn_rope(double *x, long DQK, long R, int mode, float base, long t, int inverse);
 /* With RoPE, qr and kr (NULL: not written) receive q̃ = R·q and k̃ = R·k in the layouts of q and k (only
- * the heads' columns); the backward below then takes them as its q and k and un-rotates dq, dk. */
+ * the heads' columns); the backward below then takes them as its q and k and un-rotates dq, dk. With KROT
+ * the k given is already k̃: it is not rotated, kr is not written (pass NULL), the backward takes k itself
+ * and leaves dk un-rotated. */
 void cpu_attn(const CpuAttn *a, const float *q, const float *k, const float *v, float *out, float *lse, float *qr,
               float *kr);
 /* One decode step (docs/ir.md "Decode", kind attn_decode): a->B sequences, one token each at

@@ -25,6 +25,8 @@
 //     dq_i = R_iᵀ Σ_j c·ds_ij·k̃_j
 //   With RoPE the forward also writes qr = q̃ and kr = k̃ (the layouts of q and k, only their heads'
 //   columns), and the backward kernels take those as their q, k: they rotate nothing, only apply Rᵀ.
+//   KROT = 1: k arrives as k̃ (its producer rotated it: MLA's mla_k, embed.cuh), so only q is rotated,
+//   there is no kr, and dk is the gradient of k̃ (no R_jᵀ; mla_k_bwd applies it).
 // Learned prefix (ParScale, the overloads taking `pk`, `pv`; NPRE > 0): the B = NREP·Bm batch rows
 // form NREP replicas of Bm rows (row b belongs to replica ρ = ⌊b/Bm⌋), and every query of row b also
 // sees the NPRE prefix entries PK[ρ,g,n,:], PV[ρ,g,n,:] (pk [NREP, HKV, NPRE, DQK], pv [NREP, HKV,
@@ -154,8 +156,8 @@ __device__ __forceinline__ void ag_frag_b_kn(unsigned b[4], const bf16* s, int k
 // The template parameter list shared by the three main kernels (same order as attention_gen.lua).
 #define AG_TPARAMS                                                                                  \
   int B, int T, int H, int HKV, int DQK, int DV, int LDQ, int LDK, int LDV, int QOFF, int KOFF, int VOFF, \
-      int QHS, int KHS, int VHS, int WINDOW, int SINK, int ALIBI, int ROPE, int ROPE_DIM
-#define AG_TARGS B, T, H, HKV, DQK, DV, LDQ, LDK, LDV, QOFF, KOFF, VOFF, QHS, KHS, VHS, WINDOW, SINK, ALIBI, ROPE, ROPE_DIM
+      int QHS, int KHS, int VHS, int WINDOW, int SINK, int ALIBI, int ROPE, int ROPE_DIM, int KROT
+#define AG_TARGS B, T, H, HKV, DQK, DV, LDQ, LDK, LDV, QOFF, KOFF, VOFF, QHS, KHS, VHS, WINDOW, SINK, ALIBI, ROPE, ROPE_DIM, KROT
 
 // Key tile (forward, dQ): 64 rows, 32 when DQK = 192 keeps S, dP and dQ in registers.
 template <int DQK> __host__ __device__ constexpr int ag_bn_fwd() { return 64; }
@@ -215,6 +217,7 @@ struct ag_check {
   static_assert(ROPE == 0 || ROPE == 1 || ROPE == 2, "attn: ROPE must be 0, 1 (half-split) or 2 (adjacent)");
   static_assert(ROPE == 0 || (ROPE_DIM >= 16 && ROPE_DIM <= DQK && ROPE_DIM % 16 == 0),
                 "attn: ROPE_DIM must be a multiple of 16 in [16, DQK]");
+  static_assert(KROT == 0 || (KROT == 1 && ROPE != 0), "attn: KROT must be 0, or 1 with ROPE != 0 (k arrives rotated)");
   static constexpr bool ok = true;
 };
 // The prefix attrs (NPRE = 0: no prefix, NREP ignored).
@@ -279,14 +282,10 @@ __device__ __forceinline__ float ag_alibi_slope(int h) {
 
 // ---- RoPE ------------------------------------------------------------------------------------
 // Pair p (0 ≤ p < R/2) of the rotated slice (the last R dims of a head) turns by t·θ_p,
-// θ_p = 1 / base^(2p/R) (fp32, as the Hugging Face inv_freq). Half-split (ROPE = 1) pairs
+// θ_p = mf_rope_theta<R>(p) (common.cuh). Half-split (ROPE = 1) pairs
 // dims (p, p + R/2) of the slice; adjacent (ROPE = 2) pairs (2p, 2p + 1).
 //   rotate:   (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin)
 //   un-rotate (backward, Rᵀ): (g1, g2) → (g1·cos + g2·sin, g2·cos − g1·sin)
-template <int R>
-__device__ __forceinline__ float ag_theta(int p, float base) {
-  return 1.f / powf(base, (float)(2 * p) / (float)R);
-}
 // Shared tiles come in two layouts; a layout maps (row r, column c) to an element offset.
 //   ag_pitched<DH>: row-major with pitch DH + 8 (the mma.sync kernels here, read by ldmatrix).
 //   ag_sw128<ROWS>: the 128-byte-swizzled layout Hopper's wgmma reads (attention_wg.cuh): the tile is
@@ -314,7 +313,7 @@ __device__ __forceinline__ void ag_rope_tile(bf16* s, int pos0, float base, int 
     if (tid >= P * STEP) return;   // the threads left over when P does not divide 128
   }
   const int p = tid % P, r0 = tid / P;
-  const float th = ag_theta<R>(p, base) * AG_INV_PI;
+  const float th = mf_rope_theta<R>(p, base) * AG_INV_PI;
   float sn, cs, sd, cd;
   sincospif((float)STEP * th, &sd, &cd);
   sincospif((float)(pos0 + r0) * th, &sn, &cs);
@@ -339,7 +338,7 @@ __device__ __forceinline__ void ag_unrope_frag(float (*acc)[4], int tA, int tB, 
   if constexpr (MODE == 2) {
 #pragma unroll
     for (int i = I0; i < DH / 8; ++i) {
-      const float th = ag_theta<R>(4 * (i - I0) + t4, base) * AG_INV_PI;
+      const float th = mf_rope_theta<R>(4 * (i - I0) + t4, base) * AG_INV_PI;
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         float sn, cs;
@@ -355,7 +354,7 @@ __device__ __forceinline__ void ag_unrope_frag(float (*acc)[4], int tA, int tB, 
     for (int i = I0; i < I0 + HALF; ++i) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const float th = ag_theta<R>(8 * (i - I0) + 2 * t4 + e, base) * AG_INV_PI;
+        const float th = mf_rope_theta<R>(8 * (i - I0) + 2 * t4 + e, base) * AG_INV_PI;
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
           float sn, cs;
@@ -593,13 +592,16 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
     __syncthreads();
     bf16* k_s = sK + cur * BN * LQ;
     const bf16* v_s = sV + cur * BN * LV;
-    if constexpr (ROPE != 0) {
+    if constexpr (ROPE != 0 && KROT == 0) {
       if (!pre) ag_rope_tile<BN, DQK, ROPE, ROPE_DIM>(k_s, k0, rope_base, tid);
       __syncthreads();
-      // the rotated copies the backward reads (qr, kr): Q once, and K tile qt from its group's first head
-      if (n == 0) ag_store_tile<BM, DQK, T>(sQ, qr + (long long)b * T * LDQ + QOFF + h * QHS, q0, LDQ, tid);
+      // the rotated K tile the backward reads (kr): tile qt, from its group's first head
       if (!pre && k0 == q0 && h % G == 0)
         ag_store_tile<BN, DQK, T>(k_s, kr + (long long)b * T * LDK + KOFF + hk * KHS, k0, LDK, tid);
+    }
+    // the rotated Q (qr), once (published by the loop's first barrier)
+    if constexpr (ROPE != 0) {
+      if (n == 0) ag_store_tile<BM, DQK, T>(sQ, qr + (long long)b * T * LDQ + QOFF + h * QHS, q0, LDQ, tid);
     }
     if (n == 0) {
 #pragma unroll
@@ -678,25 +680,37 @@ __device__ __forceinline__ void ag_fwd(const bf16* __restrict__ q, const bf16* _
 // template argument, the op's `stream`; `dropctr` after the input pointers, `dropout` = p after the
 // floats); with a learned prefix (NPRE > 0, NREP replicas; two more template arguments, pk and pv after v).
 // With RoPE the forward also writes the rotated copies qr, kr (after lse; the layouts of q and k, only
-// their heads' columns) that the backward reads instead of q, k — so the entries without them require
-// ROPE = 0. attn_bwd_dkdv and attn_bwd_dq below follow the same scheme.
+// their heads' columns) that the backward reads instead of q, k — qr alone when k arrives rotated
+// (KROT = 1) — so the entries without them require ROPE = 0, those with qr alone KROT = 1.
+// attn_bwd_dkdv and attn_bwd_dq below follow the same scheme.
+#define AG_NO_ROPE static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr (and, KROT = 0, kr) outputs")
+#define AG_ROPE_QK static_assert(ROPE != 0 && KROT == 0, "attn: qr and kr belong to RoPE with KROT = 0")
+#define AG_ROPE_Q static_assert(ROPE != 0 && KROT == 1, "attn: qr alone belongs to RoPE with KROT = 1")
 template <AG_TPARAMS>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          bf16* __restrict__ out, float* __restrict__ lse, float scale, float rope_base) {
-  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  AG_NO_ROPE;
   ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, nullptr, nullptr, nullptr, scale, rope_base, 0.f);
 }
 template <AG_TPARAMS>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          bf16* __restrict__ out, float* __restrict__ lse, bf16* __restrict__ qr, bf16* __restrict__ kr,
                          float scale, float rope_base) {
+  AG_ROPE_QK;
   ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, qr, kr, nullptr, scale, rope_base, 0.f);
+}
+template <AG_TPARAMS>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         bf16* __restrict__ out, float* __restrict__ lse, bf16* __restrict__ qr, float scale,
+                         float rope_base) {
+  AG_ROPE_Q;
+  ag_fwd<AG_TARGS, false, 0, 0, 1>(q, k, v, nullptr, nullptr, out, lse, qr, nullptr, nullptr, scale, rope_base, 0.f);
 }
 template <AG_TPARAMS, int STREAM>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          const int* __restrict__ dropctr, bf16* __restrict__ out, float* __restrict__ lse, float scale,
                          float rope_base, float dropout) {
-  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  AG_NO_ROPE;
   ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, nullptr, nullptr, dropctr, scale, rope_base,
                                        dropout);
 }
@@ -704,13 +718,22 @@ template <AG_TPARAMS, int STREAM>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          const int* __restrict__ dropctr, bf16* __restrict__ out, float* __restrict__ lse,
                          bf16* __restrict__ qr, bf16* __restrict__ kr, float scale, float rope_base, float dropout) {
+  AG_ROPE_QK;
   ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, qr, kr, dropctr, scale, rope_base, dropout);
+}
+template <AG_TPARAMS, int STREAM>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         const int* __restrict__ dropctr, bf16* __restrict__ out, float* __restrict__ lse,
+                         bf16* __restrict__ qr, float scale, float rope_base, float dropout) {
+  AG_ROPE_Q;
+  ag_fwd<AG_TARGS, true, STREAM, 0, 1>(q, k, v, nullptr, nullptr, out, lse, qr, nullptr, dropctr, scale, rope_base,
+                                       dropout);
 }
 template <AG_TPARAMS, int NPRE, int NREP>
 __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                          const bf16* __restrict__ pk, const bf16* __restrict__ pv, bf16* __restrict__ out,
                          float* __restrict__ lse, float scale, float rope_base) {
-  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  AG_NO_ROPE;
   ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, nullptr, nullptr, nullptr, scale, rope_base, 0.f);
 }
 template <AG_TPARAMS, int NPRE, int NREP>
@@ -718,7 +741,15 @@ __device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k,
                          const bf16* __restrict__ pk, const bf16* __restrict__ pv, bf16* __restrict__ out,
                          float* __restrict__ lse, bf16* __restrict__ qr, bf16* __restrict__ kr, float scale,
                          float rope_base) {
+  AG_ROPE_QK;
   ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, qr, kr, nullptr, scale, rope_base, 0.f);
+}
+template <AG_TPARAMS, int NPRE, int NREP>
+__device__ void attn_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                         const bf16* __restrict__ pk, const bf16* __restrict__ pv, bf16* __restrict__ out,
+                         float* __restrict__ lse, bf16* __restrict__ qr, float scale, float rope_base) {
+  AG_ROPE_Q;
+  ag_fwd<AG_TARGS, false, 0, NPRE, NREP>(q, k, v, pk, pv, out, lse, qr, nullptr, nullptr, scale, rope_base, 0.f);
 }
 
 // ==== backward: delta ==========================================================================
@@ -1005,7 +1036,7 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
       for (int e = 0; e < 4; ++e) dvacc[i][e] *= dsc;
   }
   if constexpr (CL > 1) {   // the cluster reduce (see above); every block of the cluster gets here
-    if constexpr (ROPE != 0) {
+    if constexpr (ROPE != 0 && KROT == 0) {
       if (!pre) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
     }
     constexpr int LR = DQK + DV + 4, C4 = (DQK + DV) / 4, NR = (BK + CL - 1) / CL;
@@ -1063,7 +1094,7 @@ __device__ __forceinline__ void ag_dkdv(const bf16* __restrict__ q, const bf16* 
       return;
     }
   }
-  if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
+  if constexpr (ROPE != 0 && KROT == 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
   ag_store_rows<T, QT_>(dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2, LDK, dkacc, kA, kB);
   ag_store_rows<T, VT>(dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2, LDV, dvacc, kA, kB);
 }

@@ -17,13 +17,15 @@
 -- block one share of the group's query heads, summed through distributed shared memory.
 -- RoPE (attr ROPE ≠ 0): attn has two more outputs, `qr` and `kr` (after lse), the rotated q and k in the
 -- layouts of q and k, and the backward ops take those as their q and k (gen/autodiff.lua; docs/ir.md).
+-- KROT = 1 (MLA: mla_k rotated the shared rope key): k arrives rotated, the forward rotates only its Q tile
+-- and has `qr` alone, and dK/dV leaves dk un-rotated (mla_k_bwd un-rotates it).
 -- Hopper (gen --arch sm_90a, the default): attn, attn_bwd_dq and attn_bwd_dkdv may run the wgmma kernels of
 -- attention_wg.cuh (same arguments and grid, their own shared memory): they can when the op has no dropout
 -- and no prefix and DQK ∈ {64, 128, 192}, DV ∈ {64, 128} (dK/dV: and no cluster, cluster(c) = 1), and are
 -- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04, sessions 4 and 5): dQ and dK/dV always (the
--- backward rotates nothing); the forward without RoPE (rotating each K tile in shared memory costs it an
--- extra barrier per tile, more than wgmma gains on one 64-row product). Otherwise, and for any other target,
--- the mma.sync kernels of attention_gen.cuh.
+-- backward rotates nothing); the forward without RoPE or with KROT = 1 (rotating each K tile in shared memory
+-- costs it an extra barrier per tile, more than wgmma gains on one 64-row product; its one Q tile is cheap).
+-- Otherwise, and for any other target, the mma.sync kernels of attention_gen.cuh.
 local function I(a, k, what)
   local v = math.tointeger(a[k])
   assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
@@ -41,7 +43,7 @@ local function pre_on(a) return a.NPRE ~= nil and a.NPRE ~= 0 end
 local function cfg(a, what)
   local c = {}
   for _, k in ipairs({ "B", "T", "H", "HKV", "DQK", "DV", "LDQ", "LDK", "LDV", "QOFF", "KOFF", "VOFF",
-                       "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM" }) do
+                       "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM", "KROT" }) do
     c[k] = I(a, k, what)
   end
   local function need(ok, msg, ...) assert(ok, what .. ": " .. string.format(msg, ...)) end
@@ -65,6 +67,7 @@ local function cfg(a, what)
     local r = c.ROPE_DIM
     need(r >= 16 and r <= c.DQK and r % 16 == 0, "ROPE_DIM = %d must be a multiple of 16 in [16, DQK]", r)
   end
+  need(c.KROT == 0 or (c.KROT == 1 and c.ROPE ~= 0), "KROT = %d must be 0, or 1 with ROPE != 0 (k arrives rotated)", c.KROT)
   local p = a.dropout or 0
   need(type(p) == "number" and p >= 0 and p < 1, "dropout = %s must lie in [0, 1)", tostring(p))
   c.drop = p > 0
@@ -84,7 +87,7 @@ local function cfg(a, what)
 end
 
 local TP = { "B", "T", "H", "HKV", "DQK", "DV", "LDQ", "LDK", "LDV", "QOFF", "KOFF", "VOFF",
-             "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM" }
+             "QHS", "KHS", "VHS", "WINDOW", "SINK", "ALIBI", "ROPE", "ROPE_DIM", "KROT" }
 local CONSTS = { "scale", "rope_base" }
 local TP_DROP, TP_PRE, CONSTS_DROP = {}, {}, { "scale", "rope_base", "dropout" }
 for i, k in ipairs(TP) do TP_DROP[i], TP_PRE[i] = k, k end
@@ -115,7 +118,7 @@ local function wg(c, o, kernel)
   local can = o ~= nil and o.arch == "sm_90a" and not c.drop and c.NPRE == 0 and
               (c.DQK == 64 or c.DQK == 128 or c.DQK == 192) and (c.DV == 64 or c.DV == 128)
   if not can then return false end
-  if kernel == "fwd" then return c.ROPE == 0 end
+  if kernel == "fwd" then return c.ROPE == 0 or c.KROT == 1 end
   if kernel == "dkdv" then return cluster(c) == 1 end
   return true
 end
@@ -155,16 +158,17 @@ local function with_prefix(inputs, outputs, pre_out)
   return with(with(t, outputs), pre_out)
 end
 -- kernel arguments: the inputs, `dropctr` when the op has dropout, then the outputs, then (the forward with
--- RoPE) `rope_out`, the rotated copies qr, kr
+-- RoPE) `rope_out`, the rotated copies qr, kr — qr alone when k arrives rotated (KROT = 1)
 local function args_of(inputs, outputs, pre_out, rope_out)
   local function variants(outs)
-    return with(inputs, outs), with(with(inputs, DROPCTR), outs), with_prefix(inputs, outs, pre_out or {})
+    return { with(inputs, outs), with(with(inputs, DROPCTR), outs), with_prefix(inputs, outs, pre_out or {}) }
   end
-  local plain, drop, pre = variants(outputs)
-  local rplain, rdrop, rpre = variants(with(outputs, rope_out or {}))
+  local plain = variants(outputs)
+  local rope = rope_out and { [0] = variants(with(outputs, rope_out)), [1] = variants(with(outputs, { rope_out[1] })) }
   return function(a)
-    if rope_out and I(a, "ROPE", "attn") ~= 0 then return drop_on(a) and rdrop or pre_on(a) and rpre or rplain end
-    return drop_on(a) and drop or pre_on(a) and pre or plain
+    local v = plain
+    if rope and I(a, "ROPE", "attn") ~= 0 then v = rope[I(a, "KROT", "attn")] end
+    return drop_on(a) and v[2] or pre_on(a) and v[3] or v[1]
   end
 end
 -- lanes per (row, head) of attn_bwd_pre: the largest power of two dividing DV/8 (attn_bwd_pre_lanes)

@@ -28,8 +28,8 @@
 // registers and costs registers.
 // Ordering: wgmma reads shared memory through the async proxy, so every thread runs fence.proxy.async after
 // its cp.async data landed (and after the RoPE pass rewrote a tile), before the barrier that publishes it.
-// Tiles are double-buffered with one barrier per tile (two in the forward with RoPE; the backward reads the
-// forward's rotated copies qr, kr and rotates nothing): tile n + 1 streams in while tile n is
+// Tiles are double-buffered with one barrier per tile (two in the forward with RoPE unless k arrives rotated,
+// KROT = 1; the backward reads the forward's rotated copies qr, kr and rotates nothing): tile n + 1 streams in while tile n is
 // used, lands (and is rotated) at the end of iteration n, and the barrier that publishes it also frees the
 // buffer of tile n for the next prefetch.
 // wgmma.fence orders earlier register writes (accumulators, A fragments) before the products; commit +
@@ -181,14 +181,14 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
   load_kv(0, 0);
   ag_cp_commit();
   ag_cp_wait<0>();
-  if constexpr (ROPE != 0) {
+  if constexpr (ROPE != 0) {   // Q once; the first K tile too unless k arrives rotated (KROT)
     __syncthreads();
     ag_rope_tile<BM, DQK, ROPE, ROPE_DIM, ag_sw128<BM>>(sQ, q0, rope_base, tid);
-    ag_rope_tile<BN, DQK, ROPE, ROPE_DIM, ag_sw128<BN>>(sK, rg.tile(0) * BN, rope_base, tid);
+    if constexpr (KROT == 0) ag_rope_tile<BN, DQK, ROPE, ROPE_DIM, ag_sw128<BN>>(sK, rg.tile(0) * BN, rope_base, tid);
   }
   wg_fence_proxy();
   __syncthreads();
-  // the rotated Q for the backward (qr; K tiles below, kr)
+  // the rotated Q for the backward (qr; K tiles below, kr, unless KROT)
   if constexpr (ROPE != 0) ag_store_tile<BM, DQK, T, ag_sw128<BM>>(sQ, qr + (long long)b * T * LDQ + QOFF + h * QHS, q0, LDQ, tid);
 
   float o[DT][4];
@@ -206,7 +206,7 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
     }
     const bf16* k_s = sK + cur * BN * DQK;
     const bf16* v_s = sV + cur * BN * DV;
-    if constexpr (ROPE != 0) {   // the diagonal K tile, rotated, from the group's first head (kr)
+    if constexpr (ROPE != 0 && KROT == 0) {   // the diagonal K tile, rotated, from the group's first head (kr)
       if (k0 == q0 && h % G == 0)
         ag_store_tile<BN, DQK, T, ag_sw128<BN>>(k_s, kr + (long long)b * T * LDK + KOFF + hk * KHS, k0, LDK, tid);
     }
@@ -241,7 +241,7 @@ __device__ __forceinline__ void wg_fwd(const bf16* __restrict__ q, const bf16* _
     wg_keep<DT>(o);
     if (n + 1 < rg.n) {
       ag_cp_wait<0>();
-      if constexpr (ROPE != 0) {
+      if constexpr (ROPE != 0 && KROT == 0) {
         __syncthreads();   // every thread's copies of tile n + 1 landed before any rotates them
         ag_rope_tile<BN, DQK, ROPE, ROPE_DIM, ag_sw128<BN>>(sK + (cur ^ 1) * BN * DQK, rg.tile(n + 1) * BN, rope_base, tid);
       }
@@ -384,7 +384,7 @@ __device__ __forceinline__ void wg_dkdv(const bf16* __restrict__ q, const bf16* 
   for (int i = 0; i < QT_; ++i)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dkacc[i][e] *= scale;
-  if constexpr (ROPE != 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
+  if constexpr (ROPE != 0 && KROT == 0) ag_unrope_frag<DQK, ROPE, ROPE_DIM>(dkacc, kA, kB, t4, rope_base);
   ag_store_rows<T, QT_>(dk + (long long)b * T * LDK + KOFF + hk * KHS + t4 * 2, LDK, dkacc, kA, kB);
   ag_store_rows<T, VT>(dv + (long long)b * T * LDV + VOFF + hk * VHS + t4 * 2, LDV, dvacc, kA, kB);
 }
@@ -505,14 +505,22 @@ __device__ __forceinline__ void wg_dq(const bf16* __restrict__ q, const bf16* __
 template <AG_TPARAMS>
 __device__ void attn_fwd_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                             bf16* __restrict__ out, float* __restrict__ lse, float scale, float rope_base) {
-  static_assert(ROPE == 0, "attn: with RoPE the forward takes the qr, kr outputs");
+  AG_NO_ROPE;
   wg_fwd<AG_TARGS>(q, k, v, out, lse, nullptr, nullptr, scale, rope_base);
 }
 template <AG_TPARAMS>
 __device__ void attn_fwd_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                             bf16* __restrict__ out, float* __restrict__ lse, bf16* __restrict__ qr, bf16* __restrict__ kr,
                             float scale, float rope_base) {
+  AG_ROPE_QK;
   wg_fwd<AG_TARGS>(q, k, v, out, lse, qr, kr, scale, rope_base);
+}
+template <AG_TPARAMS>
+__device__ void attn_fwd_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                            bf16* __restrict__ out, float* __restrict__ lse, bf16* __restrict__ qr, float scale,
+                            float rope_base) {
+  AG_ROPE_Q;
+  wg_fwd<AG_TARGS>(q, k, v, out, lse, qr, nullptr, scale, rope_base);
 }
 template <AG_TPARAMS>
 __device__ void attn_bwd_dkdv_wg(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,

@@ -13,6 +13,16 @@ typedef __nv_bfloat16 bf16;
 // ceil(a / b) for positive integers; usable in template arguments.
 __host__ __device__ constexpr long long mf_cdiv(long long a, long long b) { return (a + b - 1) / b; }
 
+// ---- RoPE angles -------------------------------------------------------------------------------
+// Pair p (0 ≤ p < R/2) of an R-dim rotated slice turns by t·θ_p, θ_p = 1 / base^(2p/R) in fp32, as the
+// Hugging Face inv_freq (runtime/cpu_ops.c attn_rope is the reference). The kernels take cos and sin of
+// t·θ_p with sincospif(t·θ_p/π): exact range reduction, no local memory.
+#define MF_INV_PI 0.3183098861837907f
+template <int R>
+__device__ __forceinline__ float mf_rope_theta(int p, float base) {
+  return 1.f / powf(base, (float)(2 * p) / (float)R);
+}
+
 // ---- conversions ---------------------------------------------------------------------------
 __device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }

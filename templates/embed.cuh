@@ -92,27 +92,84 @@ __device__ void embed_tok_fwd(const int* __restrict__ tokens, const bf16* __rest
 }
 
 // ---- multi-head latent attention: assembling K (docs/ir_decoder.md) ----------------------------
-// mla_k:      k[n, h, :] = [knope[n, h·DN … h·DN+DN−1] ; krope[n, 0 … DR−1]]   (W = DN + DR per head)
-// One thread per 8 columns of k (DN, DR multiples of 8: a chunk never straddles the two parts).
-template <int N, int H, int DN, int DR>
-__device__ void mla_k(const bf16* __restrict__ knope, const bf16* __restrict__ krope, bf16* __restrict__ k) {
+// The shared rope key is rotated here, once per row, so that the attention reading k rotates q only
+// (its attr KROT = 1) instead of every K tile in every block that visits it.
+// mla_rope8: 8 columns j … j+7 of the rope slice (R = DR dims) at position t, own values a and their
+// pair partners b (adjacent pairs, ROPE = 2: the neighbour in the chunk; half-split, ROPE = 1: the same
+// offsets DR/2 away), turned by R_t, or by R_tᵀ when INV:
+//   x1' = x1·cos tθ_p − x2·sin tθ_p,   x2' = x2·cos tθ_p + x1·sin tθ_p      (Rᵀ: sin → −sin)
+// θ_p = mf_rope_theta<DR>(p) and the angle in fp32, cos/sin by sincospif, as attention_gen.cuh's RoPE.
+template <int DR, int ROPE, bool INV>
+__device__ __forceinline__ void mla_rope8(float a[8], const float b[8], int j, int t, float base) {
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const int c = j + e;
+    const bool second = ROPE == 2 ? (c & 1) != 0 : c >= DR / 2;   // x2 of its pair
+    const int p = ROPE == 2 ? c >> 1 : (second ? c - DR / 2 : c);
+    float sn, cs;
+    sincospif((float)t * (mf_rope_theta<DR>(p, base) * MF_INV_PI), &sn, &cs);
+    if (INV) sn = -sn;
+    a[e] = second ? fmaf(a[e], cs, b[e] * sn) : fmaf(a[e], cs, -b[e] * sn);
+  }
+}
+// the partners of mla_rope8: a[e ^ 1] (adjacent) or the chunk DR/2 columns away, loaded by `load`
+template <int DR, int ROPE, class L>
+__device__ __forceinline__ void mla_partners(const float a[8], float b[8], int j, L load) {
+  if constexpr (ROPE == 2) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) b[e] = a[e ^ 1];
+  } else {
+    load(j < DR / 2 ? j + DR / 2 : j - DR / 2, b);
+  }
+}
+
+// mla_k:      k[n, h, :] = [knope[n, h·DN … h·DN+DN−1] ; R_t·krope[n, 0 … DR−1]]   (W = DN + DR per head,
+//             t = n mod T; ROPE = 0: krope copied unrotated — the decode program, whose attn_decode rotates)
+// Threads 0 … N·H·DN/8 − 1 copy one 8-chunk of knope each; the next N·DR/8 threads each turn one 8-chunk
+// of krope and write it to all H heads (DN, DR multiples of 8; with RoPE DR a multiple of 16, so a
+// half-split partner chunk is whole).
+template <int N, int H, int DN, int DR, int ROPE, int T>
+__device__ void mla_k(const bf16* __restrict__ knope, const bf16* __restrict__ krope, bf16* __restrict__ k,
+                      float rope_base) {
   static_assert(DN % 8 == 0 && DR % 8 == 0, "mla_k: dn and dr must be multiples of 8");
-  constexpr int W = DN + DR, CV = H * W / 8;
+  static_assert(ROPE == 0 || (ROPE <= 2 && DR % 16 == 0 && T >= 1 && N % T == 0),
+                "mla_k: ROPE 1 or 2 needs dr a multiple of 16 and T dividing N");
+  constexpr int W = DN + DR, NV = H * DN / 8, RV = DR / 8;
   const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (long long)N * CV) return;
-  const long long n = idx / CV;
-  const int c = (int)(idx % CV) * 8, h = c / W, j = c % W;
-  const bf16* src = j < DN ? knope + n * (H * DN) + h * DN + j : krope + n * DR + (j - DN);
-  *reinterpret_cast<uint4*>(k + n * (H * W) + c) = *reinterpret_cast<const uint4*>(src);
+  if (idx < (long long)N * NV) {
+    const long long n = idx / NV;
+    const int c = (int)(idx % NV) * 8, h = c / DN, j = c % DN;
+    *reinterpret_cast<uint4*>(k + n * (H * W) + h * W + j) = *reinterpret_cast<const uint4*>(knope + n * (H * DN) + c);
+    return;
+  }
+  const long long r = idx - (long long)N * NV;
+  if (r >= (long long)N * RV) return;
+  const long long n = r / RV;
+  const int j = (int)(r % RV) * 8;
+  const uint4 raw = *reinterpret_cast<const uint4*>(krope + n * DR + j);
+  uint4 val = raw;
+  if constexpr (ROPE != 0) {
+    float a[8], b[8];
+    unpack8(raw, a);
+    mla_partners<DR, ROPE>(a, b, j, [&](int jp, float* x) { load8(krope + n * DR + jp, x); });
+    mla_rope8<DR, ROPE, false>(a, b, j, (int)(n % T), rope_base);
+    val = pack8(a);
+  }
+#pragma unroll 4
+  for (int h = 0; h < H; ++h) *reinterpret_cast<uint4*>(k + n * (H * W) + h * W + DN + j) = val;
 }
 
 // mla_k_bwd:  dknope[n, h, :] = dk[n, h, :DN]   (copies)
-//             dkrope[n, :]    = Σ_h dk[n, h, DN:]   (h ascending, f32, rounded once; written)
+//             dkrope[n, :]    = R_tᵀ Σ_h dk[n, h, DN:]   (h ascending, f32, rounded once; written; no Rᵀ when
+//                                                       ROPE = 0)
 // Threads 0 … N·H·DN/8 − 1 copy one 8-chunk of dknope each; the next N·DR/8 threads each sum one
-// 8-chunk of dkrope over the H heads.
-template <int N, int H, int DN, int DR>
-__device__ void mla_k_bwd(const bf16* __restrict__ dk, bf16* __restrict__ dknope, bf16* __restrict__ dkrope) {
+// 8-chunk of dkrope over the H heads (half-split: its partner chunk too), then un-rotate it.
+template <int N, int H, int DN, int DR, int ROPE, int T>
+__device__ void mla_k_bwd(const bf16* __restrict__ dk, bf16* __restrict__ dknope, bf16* __restrict__ dkrope,
+                          float rope_base) {
   static_assert(DN % 8 == 0 && DR % 8 == 0, "mla_k_bwd: dn and dr must be multiples of 8");
+  static_assert(ROPE == 0 || (ROPE <= 2 && DR % 16 == 0 && T >= 1 && N % T == 0),
+                "mla_k_bwd: ROPE 1 or 2 needs dr a multiple of 16 and T dividing N");
   constexpr int W = DN + DR, NV = H * DN / 8, RV = DR / 8;
   const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx < (long long)N * NV) {
@@ -126,12 +183,23 @@ __device__ void mla_k_bwd(const bf16* __restrict__ dk, bf16* __restrict__ dknope
   if (r >= (long long)N * RV) return;
   const long long n = r / RV;
   const int j = (int)(r % RV) * 8;
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  for (int h = 0; h < H; ++h) {
-    float v[8];
-    load8(dk + n * (H * W) + h * W + DN + j, v);
+  // Σ_h of the chunk at column jc of the rope slice, heads in ascending order
+  auto head_sum = [&](int jc, float* acc) {
 #pragma unroll
-    for (int k = 0; k < 8; ++k) acc[k] += v[k];
+    for (int e = 0; e < 8; ++e) acc[e] = 0.f;
+    for (int h = 0; h < H; ++h) {
+      float v[8];
+      load8(dk + n * (H * W) + h * W + DN + jc, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] += v[e];
+    }
+  };
+  float acc[8];
+  head_sum(j, acc);
+  if constexpr (ROPE != 0) {
+    float b[8];
+    mla_partners<DR, ROPE>(acc, b, j, head_sum);
+    mla_rope8<DR, ROPE, true>(acc, b, j, (int)(n % T), rope_base);
   }
   store8(dkrope + n * DR + j, acc);
 }

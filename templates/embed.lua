@@ -10,6 +10,16 @@ local function D8(a, what)
   assert(D % 8 == 0, what .. ": D = " .. D .. " must be a multiple of 8")
   return D
 end
+-- mla_k / mla_k_bwd: N H dn dr, and ROPE (0 copy, 1 half-split, 2 adjacent: krope turned at t = n mod T)
+local function mla_dims(a, what)
+  local N, H, dn, dr = I(a, "N", what), I(a, "H", what), I(a, "dn", what), I(a, "dr", what)
+  local rope, T = I(a, "ROPE", what), I(a, "T", what)
+  assert(dn % 8 == 0 and dr % 8 == 0, what .. ": dn = " .. dn .. " and dr = " .. dr .. " must be multiples of 8")
+  assert(rope >= 0 and rope <= 2, what .. ": ROPE = " .. rope .. " must be 0, 1 (half-split) or 2 (adjacent)")
+  assert(rope == 0 or (dr % 16 == 0 and T >= 1 and N % T == 0),
+    what .. ": with ROPE, dr = " .. dr .. " must be a multiple of 16 and T = " .. T .. " divide N = " .. N)
+  return N, H, dn, dr
+end
 return {
   file = "embed.cuh",
   kernels = {
@@ -61,25 +71,23 @@ return {
     },
     mla_k = {
       fn = "mla_k",
-      tparams = { "N", "H", "dn", "dr" },
-      consts = {},
+      tparams = { "N", "H", "dn", "dr", "ROPE", "T" },
+      consts = { "rope_base" },
       args = { {"knope","const bf16*"}, {"krope","const bf16*"}, {"k","bf16*"} },
-      -- one thread per 8 columns of k
+      -- one thread per 8 columns of knope, then one per 8 columns of krope (written to every head)
       launch = function(a)
-        local N, H, dn, dr = I(a, "N", "mla_k"), I(a, "H", "mla_k"), I(a, "dn", "mla_k"), I(a, "dr", "mla_k")
-        assert(dn % 8 == 0 and dr % 8 == 0, "mla_k: dn = " .. dn .. " and dr = " .. dr .. " must be multiples of 8")
-        return { grid = {(N * H * (dn + dr) // 8 + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
+        local N, H, dn, dr = mla_dims(a, "mla_k")
+        return { grid = {(N * (H * dn + dr) // 8 + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
       end,
     },
     mla_k_bwd = {
       fn = "mla_k_bwd",
-      tparams = { "N", "H", "dn", "dr" },
-      consts = {},
+      tparams = { "N", "H", "dn", "dr", "ROPE", "T" },
+      consts = { "rope_base" },
       args = { {"dk","const bf16*"}, {"dknope","bf16*"}, {"dkrope","bf16*"} },
       -- one thread per 8 columns of dknope, then one per 8 columns of dkrope
       launch = function(a)
-        local N, H, dn, dr = I(a, "N", "mla_k_bwd"), I(a, "H", "mla_k_bwd"), I(a, "dn", "mla_k_bwd"), I(a, "dr", "mla_k_bwd")
-        assert(dn % 8 == 0 and dr % 8 == 0, "mla_k_bwd: dn = " .. dn .. " and dr = " .. dr .. " must be multiples of 8")
+        local N, H, dn, dr = mla_dims(a, "mla_k_bwd")
         return { grid = {(N * (H * dn + dr) // 8 + 255) // 256, 1, 1}, block = {256, 1, 1}, smem = 0 }
       end,
     },

@@ -17,14 +17,20 @@ for spec in specs/*.lua; do
 done
 
 # Attention kernel choice (attention_gen.lua, wg): for sm_90a swamla_small's backward kernels (dQ and dK/dV of
-# SWA d 64 and MLA 192/128, which read the forward's rotated q, k) are the wgmma ones, its RoPE forwards the
-# mma.sync ones; for sm_90 none is wgmma, and that target also compiles with no spills.
+# SWA d 64 and MLA 192/128, which read the forward's rotated q, k) are the wgmma ones; of its RoPE forwards the
+# MLA one (k rotated by mla_k, KROT = 1: only its Q tile turns) on wgmma, the SWA one (every K tile turns) on
+# mma.sync; for sm_90 none is wgmma, and that target also compiles with no spills.
 wg_count() { grep -c "  $1_wg<" "$2/model.cu"; }
 sws="$TMPDIR/gen_swamla_small"
 check "swamla_small sm_90a: dQ on wgmma (2 kernels)" test "$(wg_count attn_bwd_dq "$sws")" = 2
 check "swamla_small sm_90a: dK/dV on wgmma (2 kernels)" \
   test "$(wg_count attn_bwd_dkdv "$sws")" = 2 -a "$(grep -c '  attn_bwd_dkdv<' "$sws/model.cu")" = 0
-check "swamla_small sm_90a: RoPE forwards on mma.sync" test "$(wg_count attn_fwd "$sws")" = 0
+check "swamla_small sm_90a: MLA forward (KROT) on wgmma, SWA forward on mma.sync" \
+  test "$(wg_count attn_fwd "$sws")" = 1 -a "$(grep -c '  attn_fwd<' "$sws/model.cu")" = 1
+krot_attn=$(grep '^op [0-9]* fwd attn .* KROT=1 ' "$sws/model.plan")
+check "swamla_small: its 4 mla_k turn the rope key (ROPE=2); its 4 MLA attn take it rotated (KROT=1), with no kr" \
+  test "$(grep -c '^op [0-9]* fwd mla_k .* ROPE=2 ' "$sws/model.plan")" = 4 -a "$(printf '%s\n' "$krot_attn" | grep -c .)" = 4 \
+  -a "$(printf '%s\n' "$krot_attn" | grep -c '>kr=')" = 0
 check "gen swamla_small --arch sm_90" $GEN specs/swamla_small.lua --arch sm_90 -o "$TMPDIR/gen_sws90"
 check "swamla_small sm_90: no wgmma kernel" test "$(grep -c '_wg<' "$TMPDIR/gen_sws90/model.cu")" = 0
 check "swamla_small sm_90: no register spills" test -z \

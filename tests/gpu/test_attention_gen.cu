@@ -8,6 +8,7 @@
 //   bin/test_attention_gen --bench-only  # the benchmark table alone (bench/bench.sh)
 //   bin/test_attention_gen --only pre,mla  # only tests whose name contains "pre" or "mla" (implies --no-bench)
 //   bin/test_attention_gen --bench-prefix  # no tests: the prefix cost at the Qwen2-0.5B shape
+//   bin/test_attention_gen --bench-swamla  # no tests: swamla_small's two attention layers alone (a short table)
 //
 // Every variant axis runs on random inputs against a double-precision CPU reference written here
 // from the definition (mask, ALiBi slopes by the paper's recursive rule, RoPE by θ_p = base^(−2p/R)):
@@ -34,6 +35,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common.cuh"
@@ -65,6 +67,7 @@ struct Cfg {
   static constexpr float P = 0.f;
   static constexpr int NPRE = 0, NREP = 1;   // learned prefix: see Pre
   static constexpr bool WG = false;          // the wgmma kernels (attention_wg.cuh): see Wg
+  static constexpr int KROT = 0;             // k arrives rotated: see Krot
 };
 // C with attention-probability dropout p = PCT/100 and the op's stream id STREAM_.
 template <class C, int PCT, int STREAM_>
@@ -86,9 +89,16 @@ struct Wg : C {
   static constexpr bool WG = true;
 };
 template <class C> constexpr bool WGKV = C::WG && ag_cluster<C::H / C::HKV>() == 1;
+// C with k given already rotated (KROT = 1, as MLA's mla_k makes it): the forward rotates q alone and writes
+// qr alone, and dk is the gradient of the rotated k.
+template <class C>
+struct Krot : C {
+  static_assert(C::ROPE != 0, "Krot: needs RoPE");
+  static constexpr int KROT = 1;
+};
 #define AGC(C)                                                                                        \
   C::B, C::T, C::H, C::HKV, C::DQK, C::DV, C::LDQ, C::LDK, C::LDV, C::QOFF, C::KOFF, C::VOFF, C::QHS, C::KHS, \
-      C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM
+      C::VHS, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::KROT
 
 // ---- __global__ wrappers (what gen emits) ------------------------------------------------------
 // (dropctr and p are used by the dropout instantiations only, as gen emits two signatures)
@@ -98,14 +108,19 @@ template <class C, bool BWD, bool WGK> constexpr int MINB = WGK ? 2 : ag_min_blo
 template <class C> __global__ void __launch_bounds__(128, MINB<C, false, C::WG>)
 k_fwd(const bf16* q, const bf16* k, const bf16* v, const bf16* pk, const bf16* pv, const int* dropctr, bf16* out,
       float* lse, bf16* qr, bf16* kr, float scale, float base, float p) {
-  // with RoPE the entries that also write the rotated copies qr, kr (the only ones gen emits then)
-  if constexpr (C::WG && C::ROPE) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, qr, kr, scale, base);
+  // with RoPE the entries that also write the rotated copies qr, kr (the only ones gen emits then); qr alone
+  // when k arrives rotated
+  if constexpr (C::WG && C::KROT) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, qr, scale, base);
+  else if constexpr (C::WG && C::ROPE) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, qr, kr, scale, base);
   else if constexpr (C::WG) attn_fwd_wg<AGC(C)>(q, k, v, out, lse, scale, base);
+  else if constexpr (C::DROP && C::KROT) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, qr, scale, base, p);
   else if constexpr (C::DROP && C::ROPE) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, qr, kr, scale, base, p);
   else if constexpr (C::DROP) attn_fwd<AGC(C), C::STREAM>(q, k, v, dropctr, out, lse, scale, base, p);
+  else if constexpr (C::NPRE > 0 && C::KROT) attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, qr, scale, base);
   else if constexpr (C::NPRE > 0 && C::ROPE)
     attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, qr, kr, scale, base);
   else if constexpr (C::NPRE > 0) attn_fwd<AGC(C), C::NPRE, C::NREP>(q, k, v, pk, pv, out, lse, scale, base);
+  else if constexpr (C::KROT) attn_fwd<AGC(C)>(q, k, v, out, lse, qr, scale, base);
   else if constexpr (C::ROPE) attn_fwd<AGC(C)>(q, k, v, out, lse, qr, kr, scale, base);
   else attn_fwd<AGC(C)>(q, k, v, out, lse, scale, base);
 }
@@ -312,9 +327,10 @@ struct PrefixRef {
 // ds_ij = p_ij·(z_ij·dp_ij − delta_i).
 // With a prefix (pr.n > 0) every query also sees the n prefix entries of its replica: scores
 // c·q̃_i·pk_n (no rotation of pk, no ALiBi, no mask), in the same softmax; dpk/dpv per batch row.
-static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S, int AL, const Rope& rope, double scale,
-                     const DropRef& dr, const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-                     const std::vector<float>& dout, const PrefixRef& pr = PrefixRef()) {
+// krot: k is given rotated (KROT = 1): it is used as k̃ as it is, and dk is the gradient of k̃ (no Rᵀ).
+static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S, int AL, const Rope& rope, bool krot,
+                     double scale, const DropRef& dr, const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, const std::vector<float>& dout, const PrefixRef& pr = PrefixRef()) {
   Ref r;
   const int NP = pr.n;
   r.dpk.assign((size_t)B * HKV * NP * DQK, 0);
@@ -329,7 +345,7 @@ static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       for (int h = 0; h < H; ++h) rope.apply(&qr[(((size_t)b * T + t) * H + h) * DQK], t, false);
-      for (int g = 0; g < HKV; ++g) rope.apply(&kr[(((size_t)b * T + t) * HKV + g) * DQK], t, false);
+      for (int g = 0; g < HKV && !krot; ++g) rope.apply(&kr[(((size_t)b * T + t) * HKV + g) * DQK], t, false);
     }
   std::vector<double> dqr(r.dq.size(), 0), dkr(r.dk.size(), 0);
   const std::vector<double> slope = alibi_slopes(H);
@@ -409,7 +425,7 @@ static Ref reference(int B, int T, int H, int HKV, int DQK, int DV, int W, int S
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       for (int h = 0; h < H; ++h) rope.apply(&dqr[(((size_t)b * T + t) * H + h) * DQK], t, true);
-      for (int g = 0; g < HKV; ++g) rope.apply(&dkr[(((size_t)b * T + t) * HKV + g) * DQK], t, true);
+      for (int g = 0; g < HKV && !krot; ++g) rope.apply(&dkr[(((size_t)b * T + t) * HKV + g) * DQK], t, true);
     }
   r.dq = dqr;
   r.dk = dkr;
@@ -510,7 +526,7 @@ static void test_case(const char* name) {
     rot.back()->put(to_bf(std::vector<float>(N * bufs.width(i), SENT)));
   }
   bf16* qrp = C::ROPE ? rot[bufs.qi]->p : nullptr;
-  bf16* krp = C::ROPE ? rot[bufs.ki]->p : nullptr;
+  bf16* krp = C::ROPE && !C::KROT ? rot[bufs.ki]->p : nullptr;   // KROT: no kr (its columns stay untouched)
   run_fwd<C>(bufs.q(), bufs.k(), bufs.v(), out.p, lse.p, pkp, pvp, qrp, krp);
   LAUNCH_CHECK();
 
@@ -531,16 +547,16 @@ static void test_case(const char* name) {
   pr.nrep = C::NREP;
   pr.pk = &pk;
   pr.pv = &pv;
-  const Ref ref = reference(B, T, H, HKV, DQK, DV, C::WINDOW, C::SINK, C::ALIBI, rope, scale_of<C>(), DropRef{C::P, C::STREAM},
-                            q, k, v, dout, pr);
-  const std::string s = shp("%s B=%d T=%d H=%d/%d d=%d/%d W=%d S=%d al=%d rope=%d/%d lay=%d%s%s", name, B, T, H, HKV, DQK, DV,
-                            C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::LAY,
+  const Ref ref = reference(B, T, H, HKV, DQK, DV, C::WINDOW, C::SINK, C::ALIBI, rope, C::KROT != 0, scale_of<C>(),
+                            DropRef{C::P, C::STREAM}, q, k, v, dout, pr);
+  const std::string s = shp("%s B=%d T=%d H=%d/%d d=%d/%d W=%d S=%d al=%d rope=%d/%d%s lay=%d%s%s", name, B, T, H, HKV, DQK,
+                            DV, C::WINDOW, C::SINK, C::ALIBI, C::ROPE, C::ROPE_DIM, C::KROT ? " krot" : "", C::LAY,
                             C::DROP ? shp(" p=%.2f", C::P).c_str() : "",
                             NP ? shp(" pre=%dx%d", NP, C::NREP).c_str() : "");
   const std::vector<float> gout = from_bf(out.get());
   check("attn out", s, gout, ref.out, 2e-2);
   check("attn lse", s, lse.get(), ref.lse, C::ROPE ? 1e-3 : 1e-4);
-  if constexpr (C::ROPE != 0) {   // qr, kr: every q/k column of every row written once, nothing else
+  if constexpr (C::ROPE != 0) {   // qr, kr: every q/k column of every row written once, nothing else (KROT: qr alone)
     std::vector<std::vector<float>> rr;
     for (int i = 0; i < bufs.nb; ++i) rr.push_back(from_bf(rot[i]->get()));
     std::vector<char> own[3];
@@ -553,14 +569,14 @@ static void test_case(const char* name) {
             gq[(((size_t)b * T + t) * H + h) * DQK + e] = rr[bufs.qi][bufs.oq(b, t, h, e)];
             own[bufs.qi][bufs.oq(b, t, h, e)] = 1;
           }
-        for (int g = 0; g < HKV; ++g)
+        for (int g = 0; g < HKV && !C::KROT; ++g)
           for (int e = 0; e < DQK; ++e) {
             gk[(((size_t)b * T + t) * HKV + g) * DQK + e] = rr[bufs.ki][bufs.ok(b, t, g, e)];
             own[bufs.ki][bufs.ok(b, t, g, e)] = 1;
           }
       }
     check("attn qr", s, gq, ref.qrot, 1e-2);
-    check("attn kr", s, gk, ref.krot, 1e-2);
+    if (!C::KROT) check("attn kr", s, gk, ref.krot, 1e-2);
     bool clean = true;
     for (int i = 0; i < bufs.nb; ++i)
       for (size_t j = 0; j < rr[i].size(); ++j)
@@ -569,9 +585,9 @@ static void test_case(const char* name) {
   }
 
   // backward from the GPU forward's out/lse (what the model does), into sentinel-filled buffers; with RoPE
-  // it reads the forward's rotated copies as q and k
+  // it reads the forward's rotated copies as q and k (KROT: k itself)
   const bf16* bq = C::ROPE ? qrp : bufs.q();
-  const bf16* bk = C::ROPE ? krp : bufs.k();
+  const bf16* bk = C::ROPE && !C::KROT ? krp : bufs.k();
   std::vector<std::unique_ptr<Dev<bf16>>> g1, g2;
   for (int i = 0; i < bufs.nb; ++i) {
     g1.emplace_back(new Dev<bf16>(N * bufs.width(i)));
@@ -734,6 +750,7 @@ static constexpr int bench_bh(long long T, long long W, long long S) {
 struct Row {
   const char* kern;   // "mma.sync" (attention_gen.cuh) or "wgmma" (attention_wg.cuh)
   int T, d, dv, W, S, BH;
+  int rope, krot;     // RoPE mode on the last 64 dims (0 none, 1 half-split, 2 adjacent); k given rotated
   double fwd_ms, fb_ms, fwd_tf, fb_tf;
 };
 static std::vector<Row> g_rows;
@@ -773,24 +790,29 @@ template <class C> static Row bench_case() {
   pk.put(to_bf(rnd(NPK * C::DQK, 1.f)));
   pv.put(to_bf(rnd(NPK * C::DV, 1.f)));
   Dev<float> dpk((size_t)C::B * C::HKV * C::NPRE * C::DQK), dpv((size_t)C::B * C::HKV * C::NPRE * C::DV);
-  // RoPE: the forward writes the rotated q, k (qr = kr, packed) and the backward reads them
+  // RoPE: the forward writes the rotated q, k (qr = kr, packed; KROT: q alone, k is read as given) and the
+  // backward reads them
   Dev<bf16> rot(C::ROPE ? N * Bufs<C>::width(0) : 1);
   bf16* qr = C::ROPE ? rot.p : nullptr;
+  bf16* kr = C::ROPE && !C::KROT ? rot.p : nullptr;
   const bf16* bq = C::ROPE ? rot.p : q;
-  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p, qr, qr); });
+  const bf16* bk = C::ROPE && !C::KROT ? rot.p : k;
+  const double tf = time_ms([&] { run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p, qr, kr); });
   const double tfb = time_ms([&] {
-    run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p, qr, qr);
-    run_bwd<C>(bq, bq, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p, pk.p, pv.p, dpk.p, dpv.p);
+    run_fwd<C>(q, k, v, out.p, lse.p, pk.p, pv.p, qr, kr);
+    run_bwd<C>(bq, bk, v, out.p, ddo->p, lse.p, delta.p, dqkv.p, dqkv.p, dqkv.p, pk.p, pv.p, dpk.p, dpv.p);
   });
   const double pr = (double)C::B * C::H * (double)pairs(C::T, C::WINDOW, C::SINK);
   const double ff = 2.0 * pr * (C::DQK + C::DV), fb = ff + 2.0 * pr * (3 * C::DQK + 2 * C::DV);
-  return Row{C::WG ? "wgmma" : "mma.sync", C::T, C::DQK, C::DV, C::WINDOW, C::SINK, C::B * C::H, tf, tfb,
-             ff / tf * 1e-9, fb / tfb * 1e-9};
+  return Row{C::WG ? "wgmma" : "mma.sync", C::T, C::DQK, C::DV, C::WINDOW, C::SINK, C::B * C::H, C::ROPE, C::KROT,
+             tf, tfb, ff / tf * 1e-9, fb / tfb * 1e-9};
 }
-// both kernel families at one shape (MHA, H = 16, packed qkv; RP = RoPE mode on the last 64 dims, 0 = none)
-template <int T, int d, int W, int S, int dv = d, int RP = 0> static void bench_gen() {
+// both kernel families at one shape (MHA, H = 16, packed qkv; RP = RoPE mode on the last 64 dims, 0 = none;
+// KR = 1: k given rotated, as MLA's mla_k makes it)
+template <int T, int d, int W, int S, int dv = d, int RP = 0, int KR = 0> static void bench_gen() {
   constexpr int BH = bench_bh(T, W, S), H = 16, RD = RP ? 64 : 0;
-  using C = Cfg<BH / H, T, H, H, d, dv, W, S, 0, RP, RD, 0>;
+  using C0 = Cfg<BH / H, T, H, H, d, dv, W, S, 0, RP, RD, 0>;
+  using C = typename std::conditional<KR != 0, Krot<C0>, C0>::type;
   g_rows.push_back(bench_case<C>());
   g_rows.push_back(bench_case<Wg<C>>());
 }
@@ -834,7 +856,7 @@ template <int B, int T, int H, int d> static void bench_old_vs_new() {
 }
 
 int main(int argc, char** argv) {
-  bool bench = true, small = false, bench_pre = false;
+  bool bench = true, small = false, bench_pre = false, bench_sw = false;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--no-bench")) bench = false;
     else if (!strcmp(argv[i], "--small")) small = true, bench = false;
@@ -849,8 +871,10 @@ int main(int argc, char** argv) {
     }
     else if (!strcmp(argv[i], "--bench-only")) g_no_tests = true;   // bench/bench.sh: the tests ran in make test-gpu
     else if (!strcmp(argv[i], "--bench-prefix")) bench_pre = true, g_no_tests = true, bench = false;
+    else if (!strcmp(argv[i], "--bench-swamla")) bench_sw = true, g_no_tests = true;
     else {
-      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --only A,B,..., --bench-prefix, --bench-only)\n", argv[i]);
+      fprintf(stderr, "test_attention_gen: unknown argument '%s' (--no-bench, --small, --only A,B,..., --bench-prefix, "
+                      "--bench-only, --bench-swamla)\n", argv[i]);
       return 2;
     }
   }
@@ -896,6 +920,11 @@ int main(int argc, char** argv) {
   test_case<Cfg<1, 80, 2, 2, 96, 96, 0, 0, 0, 2, 96, 1>>("d96 rope adj");
   test_case<Cfg<1, 100, 2, 2, 48, 80, 0, 0, 0, 1, 48, 1>>("d48/80 rope48");
   test_case<Cfg<1, 100, 2, 2, 192, 96, 0, 0, 0, 2, 64, 2>>("mla dv96");
+  // k given rotated (KROT = 1, as mla_k makes it): only q turns, no kr, dk of the rotated k
+  test_case<Krot<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>>("mla krot");
+  test_case<Krot<Cfg<1, 150, 2, 2, 192, 128, 32, 4, 0, 2, 64, 2>>>("mla swa krot");
+  test_case<Krot<Cfg<1, 100, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>>>("rope half krot packed");   // kr columns untouched
+  test_case<Krot<Cfg<1, 96, 8, 2, 32, 32, 0, 0, 0, 1, 32, 1>>>("gqa krot");                  // dK/dV cluster
   // grouped kv heads as dK/dV clusters (ag_cluster: CL = 7, 3, 6 with 2 heads per block, 5): ranks that own
   // 22 or 21 of the 64 key rows (CL = 3), every head of a cluster on its own block (CL = G = 7)
   test_case<Cfg<2, 130, 14, 2, 64, 64, 0, 0, 0, 1, 64, 0>>("cl7 qwen2");
@@ -908,6 +937,7 @@ int main(int argc, char** argv) {
   test_case<Drop<Cfg<2, 100, 4, 2, 32, 32, 40, 4, 1, 1, 32, 1>, 20, 5>>("drop all");
   test_case<Drop<Cfg<1, 130, 2, 2, 96, 96, 32, 4, 0, 1, 96, 0>, 10, 1>>("drop d96 swa");
   test_case<Drop<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>, 10, 2>>("drop mla");
+  test_case<Drop<Krot<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>, 10, 2>>("drop mla krot");
   test_case<Drop<Cfg<1, 70, 2, 2, 16, 16, 0, 0, 0, 0, 0, 1>, 50, 7>>("drop p=0.5");
   test_mask<Drop<Cfg<2, 128, 2, 2, 32, 32, 0, 0, 0, 0, 0, 1>, 30, 9>>("mask causal");
   test_mask<Drop<Cfg<1, 120, 3, 3, 16, 32, 24, 4, 0, 0, 0, 0>, 25, 11>>("mask swa");
@@ -919,6 +949,7 @@ int main(int argc, char** argv) {
   test_case<Pre<Cfg<3, 90, 2, 2, 32, 32, 16, 2, 1, 2, 32, 1>, 80, 3>>("pre swa alibi");   // 2 prefix tiles
   test_case<Pre<Cfg<2, 80, 2, 2, 128, 128, 0, 0, 0, 1, 128, 0>, 5, 2>>("pre d128");
   test_case<Pre<Cfg<2, 60, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>, 40, 2>>("pre mla");   // dQ tiles of 32
+  test_case<Pre<Krot<Cfg<2, 60, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>, 40, 2>>("pre mla krot");
   test_case<Pre<Cfg<2, 1, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>, 3, 2>>("pre T=1");
   // the wgmma kernels (attention_wg.cuh; sm_90a): head widths 64/128/192, every mask, ALiBi, RoPE, GQA
   //             B  T    H  HKV DQK  DV   W    S   AL RP RD  LAY
@@ -926,6 +957,9 @@ int main(int argc, char** argv) {
   test_case<Wg<Cfg<1, 130, 2, 2, 128, 128, 0, 0, 0, 0, 0, 1>>>("wg d128");
   test_case<Wg<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>>("wg mla");
   test_case<Wg<Cfg<1, 150, 2, 2, 192, 128, 32, 4, 0, 2, 64, 2>>>("wg mla swa");
+  test_case<Wg<Krot<Cfg<1, 100, 2, 2, 192, 128, 0, 0, 0, 2, 64, 2>>>>("wg mla krot");
+  test_case<Wg<Krot<Cfg<1, 150, 2, 2, 192, 128, 32, 4, 0, 2, 64, 2>>>>("wg mla swa krot");
+  test_case<Wg<Krot<Cfg<1, 100, 2, 2, 64, 64, 0, 0, 0, 1, 64, 0>>>>("wg rope half krot packed");
   test_case<Wg<Cfg<1, 200, 2, 2, 64, 64, 16, 4, 0, 0, 0, 0>>>("wg swa");
   test_case<Wg<Cfg<1, 70, 2, 2, 64, 64, 1, 0, 0, 0, 0, 0>>>("wg swa W=1");
   test_case<Wg<Cfg<1, 150, 2, 2, 64, 64, 8, 80, 0, 0, 0, 1>>>("wg swa S>=W");
@@ -949,6 +983,8 @@ int main(int argc, char** argv) {
     test_case<Wg<Cfg<4, 1024, 4, 4, 64, 64, 0, 0, 0, 0, 0, 0>>>("wg big mha");
     test_case<Wg<Cfg<1, 2048, 2, 2, 64, 64, 256, 4, 0, 1, 64, 0>>>("wg big swa rope");
     test_case<Wg<Cfg<1, 1024, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>>>("wg big mla");
+    test_case<Wg<Krot<Cfg<1, 1024, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>>>>("wg big mla krot");
+    test_case<Krot<Cfg<1, 1024, 4, 4, 192, 128, 0, 0, 0, 2, 64, 2>>>("big mla krot");
     test_case<Wg<Cfg<1, 512, 8, 2, 128, 128, 0, 0, 0, 1, 128, 1>>>("wg big gqa rope");
   }
   }
@@ -964,36 +1000,40 @@ int main(int argc, char** argv) {
   if (bench && g_fail == 0) {
     CK(cudaEventCreate(&g_e0));
     CK(cudaEventCreate(&g_e1));
-    bench_prefix<8, 4>();
-    bench_old_vs_new<16, 1024, 12, 64>();
-    bench_old_vs_new<2, 4096, 16, 128>();
-    bench_gen<1024, 64, 0, 0>();
-    bench_gen<1024, 64, 256, 4>();
-    bench_gen<4096, 64, 0, 0>();
-    bench_gen<4096, 64, 256, 4>();
-    bench_gen<16384, 64, 0, 0>();
-    bench_gen<16384, 64, 256, 4>();
-    bench_gen<1024, 128, 0, 0>();
-    bench_gen<1024, 128, 256, 4>();
-    bench_gen<4096, 128, 0, 0>();
-    bench_gen<4096, 128, 256, 4>();
-    bench_gen<16384, 128, 0, 0>();
-    bench_gen<16384, 128, 256, 4>();
+    if (!bench_sw) {   // --bench-swamla: swamla_small's layers (the three rows below) alone
+      bench_prefix<8, 4>();
+      bench_old_vs_new<16, 1024, 12, 64>();
+      bench_old_vs_new<2, 4096, 16, 128>();
+      bench_gen<1024, 64, 0, 0>();
+      bench_gen<1024, 64, 256, 4>();
+      bench_gen<4096, 64, 0, 0>();
+      bench_gen<4096, 64, 256, 4>();
+      bench_gen<16384, 64, 0, 0>();
+      bench_gen<16384, 64, 256, 4>();
+      bench_gen<1024, 128, 0, 0>();
+      bench_gen<1024, 128, 256, 4>();
+      bench_gen<4096, 128, 0, 0>();
+      bench_gen<4096, 128, 256, 4>();
+      bench_gen<16384, 128, 0, 0>();
+      bench_gen<16384, 128, 256, 4>();
+    }
     bench_gen<2048, 192, 0, 0, 128, 2>();   // swamla's MLA layer: DQK 192 (adjacent RoPE on 64), DV 128
+    bench_gen<2048, 192, 0, 0, 128, 2, 1>();   // the same with k rotated by mla_k (what gen emits)
     bench_gen<2048, 64, 256, 4, 64, 1>();   // swamla_small's SWA layer: d 64, half-split RoPE
     printf("\nattention_gen benchmark (%s; MHA, packed qkv, H=16; TFLOP/s over visible pairs)\n", prop.name);
-    printf("%-8s %6s %7s %-12s %5s %10s %9s %12s %9s %14s\n", "kernels", "T", "d/dv", "mask", "B*H", "fwd ms",
+    printf("%-8s %6s %7s %-32s %5s %10s %9s %12s %9s %14s\n", "kernels", "T", "d/dv", "mask", "B*H", "fwd ms",
            "fwd TF/s", "fwd+bwd ms", "f+b TF/s", "SWA speedup");
     for (const Row& r : g_rows) {
       std::string sp = "";
       if (r.W) {   // fwd+bwd time per head against causal at the same T, d and kernels
         for (const Row& c : g_rows)
-          if (!c.W && c.T == r.T && c.d == r.d && c.dv == r.dv && !strcmp(c.kern, r.kern))
+          if (!c.W && !c.rope && c.T == r.T && c.d == r.d && c.dv == r.dv && !strcmp(c.kern, r.kern))
             sp = shp("%.1fx", (c.fb_ms / c.BH) / (r.fb_ms / r.BH));
       }
-      const std::string mask = r.W ? shp("W=%d S=%d", r.W, r.S) : std::string("causal");
+      std::string mask = r.W ? shp("W=%d S=%d", r.W, r.S) : std::string("causal");
+      if (r.rope) mask += shp(", RoPE %s%s", r.rope == 1 ? "half" : "adj", r.krot ? " (k rotated)" : "");
       const std::string dd = shp("%d/%d", r.d, r.dv);
-      printf("%-8s %6d %7s %-12s %5d %10.3f %9.1f %12.3f %9.1f %14s\n", r.kern, r.T, dd.c_str(), mask.c_str(), r.BH,
+      printf("%-8s %6d %7s %-32s %5d %10.3f %9.1f %12.3f %9.1f %14s\n", r.kern, r.T, dd.c_str(), mask.c_str(), r.BH,
              r.fwd_ms, r.fwd_tf, r.fb_ms, r.fb_tf, sp.c_str());
     }
     CK(cudaEventDestroy(g_e0));

@@ -646,10 +646,10 @@ template <long long n, int S, int ACC> __global__ void __launch_bounds__(256)
 k_dropout_bwd(const bf16* d, const int* ctr, bf16* dx, float p) { dropout_bwd<n, S, ACC>(d, ctr, dx, p); }
 template <int N, int D> __global__ void __launch_bounds__(256)
 k_embed_tok(const int* tok, const bf16* wte, bf16* out) { embed_tok_fwd<N, D>(tok, wte, out); }
-template <int N, int H, int DN, int DR> __global__ void __launch_bounds__(256)
-k_mla_k(const bf16* kn, const bf16* kr, bf16* k) { mla_k<N, H, DN, DR>(kn, kr, k); }
-template <int N, int H, int DN, int DR> __global__ void __launch_bounds__(256)
-k_mla_k_bwd(const bf16* dk, bf16* dkn, bf16* dkr) { mla_k_bwd<N, H, DN, DR>(dk, dkn, dkr); }
+template <int N, int H, int DN, int DR, int RP, int T> __global__ void __launch_bounds__(256)
+k_mla_k(const bf16* kn, const bf16* kr, bf16* k, float base) { mla_k<N, H, DN, DR, RP, T>(kn, kr, k, base); }
+template <int N, int H, int DN, int DR, int RP, int T> __global__ void __launch_bounds__(256)
+k_mla_k_bwd(const bf16* dk, bf16* dkn, bf16* dkr, float base) { mla_k_bwd<N, H, DN, DR, RP, T>(dk, dkn, dkr, base); }
 
 template <int C> static constexpr int colslab() { return (C % 16 == 0) ? 16 : 8; }
 
@@ -897,28 +897,53 @@ static void test_embed_tok() {
   check("embed_tok", shp("N=%d D=%d", N, D), from_bf(out.get()), r, 0.0);
 }
 
-template <int N, int H, int DN, int DR>
+// mla_k / mla_k_bwd against a double reference: k = [knope ; R_t·krope] per head, t = n mod T (RP = 0: no
+// rotation, 1 half-split, 2 adjacent pairs of the DR rope dims; θ_p = base^(−2p/DR)), and the backward
+// dkrope = R_tᵀ Σ_h dk[n, h, DN:]. The rotated rope columns are bf16 roundings of fp32 values: 1e-2.
+template <int N, int H, int DN, int DR, int RP, int T>
 static void test_mla_k() {
   constexpr int W = DN + DR;
+  const float base = 10000.f;
   auto kn = rnd((size_t)N * H * DN, 1.f), kr = rnd((size_t)N * DR, 1.f), dk = rnd((size_t)N * H * W, 1.f);
   std::unique_ptr<Dev<bf16>> dkn(dev_bf(kn)), dkr(dev_bf(kr)), ddk(dev_bf(dk));
   Dev<bf16> k((size_t)N * H * W), gn((size_t)N * H * DN), gr((size_t)N * DR);
-  k_mla_k<N, H, DN, DR><<<(N * H * W / 8 + 255) / 256, 256>>>(dkn->p, dkr->p, k.p);
-  k_mla_k_bwd<N, H, DN, DR><<<(N * (H * DN + DR) / 8 + 255) / 256, 256>>>(ddk->p, gn.p, gr.p);
+  k_mla_k<N, H, DN, DR, RP, T><<<(N * (H * DN + DR) / 8 + 255) / 256, 256>>>(dkn->p, dkr->p, k.p, base);
+  k_mla_k_bwd<N, H, DN, DR, RP, T><<<(N * (H * DN + DR) / 8 + 255) / 256, 256>>>(ddk->p, gn.p, gr.p, base);
   LAUNCH_CHECK();
-  std::vector<double> rk((size_t)N * H * W), rn((size_t)N * H * DN), rr((size_t)N * DR, 0.0);
-  for (int n = 0; n < N; ++n)
+  // x ← R_t·x (or R_tᵀ·x) on the DR rope dims of one row
+  auto turn = [&](double* x, int t, bool transpose) {
+    for (int p = 0; RP && p < DR / 2; ++p) {
+      const int i1 = RP == 1 ? p : 2 * p, i2 = RP == 1 ? p + DR / 2 : 2 * p + 1;
+      const double a = t * std::pow((double)base, -2.0 * p / DR), c = std::cos(a), s = transpose ? -std::sin(a) : std::sin(a);
+      const double x1 = x[i1], x2 = x[i2];
+      x[i1] = x1 * c - x2 * s;
+      x[i2] = x2 * c + x1 * s;
+    }
+  };
+  std::vector<double> rk((size_t)N * H * W), rn((size_t)N * H * DN), rr((size_t)N * DR, 0.0), rot(DR);
+  for (int n = 0; n < N; ++n) {
+    for (int j = 0; j < DR; ++j) rot[j] = kr[(size_t)n * DR + j];
+    turn(rot.data(), n % T, false);
     for (int h = 0; h < H; ++h)
       for (int j = 0; j < W; ++j) {
         const size_t o = ((size_t)n * H + h) * W + j;
-        rk[o] = j < DN ? kn[((size_t)n * H + h) * DN + j] : kr[(size_t)n * DR + j - DN];
+        rk[o] = j < DN ? kn[((size_t)n * H + h) * DN + j] : rot[j - DN];
         if (j < DN) rn[((size_t)n * H + h) * DN + j] = dk[o];
         else rr[(size_t)n * DR + j - DN] += dk[o];
       }
-  const std::string s = shp("N=%d H=%d dn=%d dr=%d", N, H, DN, DR);
-  check("mla_k", s, from_bf(k.get()), rk, 0.0);
+    turn(&rr[(size_t)n * DR], n % T, true);
+  }
+  const std::string s = shp("N=%d H=%d dn=%d dr=%d rope=%d T=%d", N, H, DN, DR, RP, T);
+  check("mla_k", s, from_bf(k.get()), rk, RP ? 1e-2 : 0.0);
   check("mla_k_bwd dknope", s, from_bf(gn.get()), rn, 0.0);
   check("mla_k_bwd dkrope", s, from_bf(gr.get()), rr, 2e-2);
+}
+
+static void test_mla_k_cases() {
+  test_mla_k<20, 4, 16, 16, 0, 10>();
+  test_mla_k<20, 4, 16, 16, 2, 10>();
+  test_mla_k<24, 3, 128, 64, 1, 8>();    // half-split: the partner chunk 32 columns away
+  test_mla_k<64, 2, 128, 64, 2, 64>();   // DeepSeek's dims, adjacent pairs, positions up to 63
 }
 
 // ---- benchmark ---------------------------------------------------------------------------------
@@ -964,11 +989,12 @@ static void bench_attention() {
 }
 
 int main(int argc, char** argv) {
-  bool bench = true, xent_only = false;
+  bool bench = true, xent_only = false, mla_only = false;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--no-bench")) bench = false;
     else if (!strcmp(argv[i], "--xent")) xent_only = true, bench = false;   // the CPU emulator's cases (make test)
-    else { fprintf(stderr, "test_kernels: unknown argument '%s' (--no-bench, --xent)\n", argv[i]); return 2; }
+    else if (!strcmp(argv[i], "--mla")) mla_only = true, bench = false;     // likewise: mla_k, mla_k_bwd only
+    else { fprintf(stderr, "test_kernels: unknown argument '%s' (--no-bench, --xent, --mla)\n", argv[i]); return 2; }
   }
   int dev = 0;
   cudaDeviceProp prop;
@@ -977,6 +1003,11 @@ int main(int argc, char** argv) {
   printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 
   // cross-entropy on both of its paths: the row in registers (Vp ≤ 65536) and streamed (Qwen2's vocabulary)
+  if (mla_only) {
+    test_mla_k_cases();
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+  }
   test_xent<64, 500, 512>();
   test_xent<8, 50257, 50304>();
   test_xent<3, 151936, 151936>();
@@ -1019,8 +1050,7 @@ int main(int argc, char** argv) {
   test_dropout<8192, 3>(0.1f);
   test_dropout<1001, 12>(0.5f);   // scalar path
   test_embed_tok<100, 64, 50>();
-  test_mla_k<20, 4, 16, 16>();
-  test_mla_k<8, 3, 128, 64>();
+  test_mla_k_cases();
 
   if (bench && g_fail == 0) {
     bench_attention<16, 1024, 12, 64>();

@@ -911,25 +911,34 @@ static void test_embed_mla(void) {
   for (long i = 0; i < N; i++)
     for (long c = 0; c < D; c++) good &= out[i * D + c] == wte[tok[i] * D + c];
   check(good, "embed_tok: out = wte[token]");
-  long H = 3, dn = 4, dr = 2, w = dn + dr;
+  long H = 3, dn = 4, dr = 4, w = dn + dr, T = 2;
   float *kn = falloc(N * H * dn), *kr = falloc(N * dr), *k = falloc(N * H * w), *r = falloc(N * H * w);
   float *dkn = falloc(N * H * dn), *dkr = falloc(N * dr);
   fill(kn, N * H * dn, 1); fill(kr, N * dr, 1); fill(r, N * H * w, 1);
-  cpu_mla_k(kn, kr, k, N, H, dn, dr);
-  good = 1;
-  for (long n = 0; n < N; n++)
-    for (long h = 0; h < H; h++)
-      for (long j = 0; j < w; j++)
-        good &= k[(n * H + h) * w + j] == (j < dn ? kn[(n * H + h) * dn + j] : kr[n * dr + j - dn]);
-  check(good, "mla_k: k[n, h] = [knope[n, h] ; krope[n]]");
-  for (long i = 0; i < N * H * dn; i++) dkn[i] = 5;
-  for (long i = 0; i < N * dr; i++) dkr[i] = 5;
-  cpu_mla_k_bwd(r, dkn, dkr, N, H, dn, dr);
-  double lhs = 0, rhs = 0;
-  for (long i = 0; i < N * H * w; i++) lhs += (double)r[i] * k[i];
-  for (long i = 0; i < N * H * dn; i++) rhs += (double)dkn[i] * kn[i];
-  for (long i = 0; i < N * dr; i++) rhs += (double)dkr[i] * kr[i];
-  check(fabs(lhs - rhs) < 1e-5, "mla_k_bwd is the adjoint of mla_k (dkrope sums the heads; both written)");
+  for (int rope = 0; rope <= 2; rope++) {
+    /* rope 0 copies krope; 1 (half-split), 2 (adjacent) turn it by R_t, t = n mod T, once for every head */
+    cpu_mla_k(kn, kr, k, N, H, dn, dr, rope, T, 10000.0f);
+    good = 1;
+    for (long n = 0; n < N; n++) {
+      double want[4];
+      for (long j = 0; j < dr; j++) want[j] = kr[n * dr + j];
+      if (rope) attn_rope(want, dr, dr, rope, 10000.0f, n % T, 0);
+      for (long h = 0; h < H; h++)
+        for (long j = 0; j < w; j++)
+          good &= j < dn ? k[(n * H + h) * w + j] == kn[(n * H + h) * dn + j]
+                         : fabs(k[(n * H + h) * w + j] - want[j - dn]) < 1e-6;
+    }
+    check(good, "mla_k rope %d: k[n, h] = [knope[n, h] ; R_t krope[n]] (t = n mod T)", rope);
+    for (long i = 0; i < N * H * dn; i++) dkn[i] = 5;
+    for (long i = 0; i < N * dr; i++) dkr[i] = 5;
+    cpu_mla_k_bwd(r, dkn, dkr, N, H, dn, dr, rope, T, 10000.0f);
+    double lhs = 0, rhs = 0;
+    for (long i = 0; i < N * H * w; i++) lhs += (double)r[i] * k[i];
+    for (long i = 0; i < N * H * dn; i++) rhs += (double)dkn[i] * kn[i];
+    for (long i = 0; i < N * dr; i++) rhs += (double)dkr[i] * kr[i];
+    check(fabs(lhs - rhs) < 1e-5, "mla_k_bwd rope %d is the adjoint of mla_k (dkrope = R_t^T sums of the heads; both written)",
+          rope);
+  }
   free(kn); free(kr); free(k); free(r); free(dkn); free(dkr);
 }
 
@@ -994,7 +1003,8 @@ static double atg_f(void *vc, const float *xs) {
 }
 
 /* Finite differences of Σ r ⊙ attn(q, k, v) against attn_bwd_pre + attn_bwd_dkdv + attn_bwd_dq; with RoPE
- * the backward reads the forward's rotated copies (qr, kr, in an array laid out like xs) as q and k. */
+ * the backward reads the forward's rotated copies (qr, kr, in an array laid out like xs) as q and k (KROT:
+ * qr alone, k as given, and dk is the derivative with respect to that k). */
 static void attn_fd(const char *what, CpuAttn a, int packed) {
   long N = a.B * a.T, nq = N * a.LDQ, nk = packed ? 0 : N * a.LDK, nv = packed ? 0 : N * a.LDV, n = nq + nk + nv;
   long no = N * a.H * a.DV, S = a.B * a.H * a.T;
@@ -1006,9 +1016,10 @@ static void attn_fd(const char *what, CpuAttn a, int packed) {
   atg_ptrs(&c, xs, &q, &k, &v);
   atg_ptrs(&c, g, &dq, &dk, &dv);
   atg_ptrs(&c, xr, &qr, &kr, &vr);
-  cpu_attn(&a, q, k, v, out, lse, a.ROPE ? qr : NULL, a.ROPE ? kr : NULL);
+  int krot = a.ROPE && !a.KROT;
+  cpu_attn(&a, q, k, v, out, lse, a.ROPE ? qr : NULL, krot ? kr : NULL);
   cpu_attn_bwd_pre(out, r, delta, a.B, a.T, a.H, a.DV);
-  const float *bq = a.ROPE ? qr : q, *bk = a.ROPE ? kr : k;
+  const float *bq = a.ROPE ? qr : q, *bk = krot ? kr : k;
   /* columns of q/k/v rows that belong to no head must stay untouched: mark them, then zero */
   for (long i = 0; i < n; i++) g[i] = 77;
   cpu_attn_bwd_dkdv(&a, bq, bk, v, r, lse, delta, dk, dv, NULL, NULL);
@@ -1107,6 +1118,33 @@ static void test_attn(void) {
   m.LDQ = 16; m.QOFF = 2; m.QHS = 7; m.LDK = 12; m.KOFF = 0; m.KHS = 6; m.LDV = 10; m.VOFF = 1; m.VHS = 5;
   m.ROPE = 2; m.ROPE_DIM = 2; m.rope_base = 50.0f; m.scale = 0.4f;
   attn_fd("separate q/k/v, DQK 6 != DV 4, strided heads, rope", m, 0);
+  {   /* KROT = 1 on k̃ = R·k is the attention of KROT = 0 on k: the same out and lse, and qr */
+    long N = m.B * m.T, S = m.B * m.H * m.T, no = N * m.H * m.DV;
+    float *q = falloc(N * m.LDQ), *k = falloc(N * m.LDK), *kt = falloc(N * m.LDK), *v = falloc(N * m.LDV);
+    float *o1 = falloc(no), *o2 = falloc(no), *l1 = falloc(S), *l2 = falloc(S), *q1 = falloc(N * m.LDQ), *q2 = falloc(N * m.LDQ);
+    float *kr = falloc(N * m.LDK);
+    fill(q, N * m.LDQ, 1); fill(k, N * m.LDK, 1); fill(v, N * m.LDV, 1);
+    memcpy(kt, k, (size_t)(N * m.LDK) * sizeof *k);
+    for (long n = 0; n < N; n++)
+      for (long g2 = 0; g2 < m.HKV; g2++) {
+        double x[6];
+        float *row = kt + n * m.LDK + m.KOFF + g2 * m.KHS;
+        for (long e = 0; e < m.DQK; e++) x[e] = row[e];
+        attn_rope(x, m.DQK, m.ROPE_DIM, (int)m.ROPE, m.rope_base, n % m.T, 0);
+        for (long e = 0; e < m.DQK; e++) row[e] = (float)x[e];
+      }
+    cpu_attn(&m, q, k, v, o1, l1, q1, kr);
+    m.KROT = 1;
+    cpu_attn(&m, q, kt, v, o2, l2, q2, NULL);
+    check(maxabs_diff(o1, o2, no) < 1e-6 && maxabs_diff(l1, l2, S) < 1e-6 && maxabs_diff(q1, q2, N * m.LDQ) == 0,
+          "attn KROT: k given rotated gives the attention of k turned inside (out, lse, qr)");
+    free(q); free(k); free(kt); free(v); free(o1); free(o2); free(l1); free(l2); free(q1); free(q2); free(kr);
+  }
+  /* MLA as gen builds it: mla_k rotated k, the attention turns q alone */
+  attn_fd("separate q/k/v, rope on q alone (KROT: k arrives rotated)", m, 0);
+  g = attn_packed(1, 6, 2, 2, 8);
+  g.ROPE = 1; g.ROPE_DIM = 4; g.rope_base = 100.0f; g.KROT = 1;
+  attn_fd("rope half-split on q alone, packed (KROT)", g, 1);
   /* attention-probability dropout: the mask is the documented hash over ((b·H + h)·T + i)·T + j */
   int32_t ctr[2] = {991, 17};
   g = attn_packed(2, 5, 2, 1, 4);

@@ -329,6 +329,12 @@ inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 // blocks run one after another here, so a fence is a no-op and an atomic a plain update
 inline void __threadfence() {}
 inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
+// sin(πx), cos(πx) in float, as CUDA's sincospif (computed in double, then rounded); the host math library lacks it
+inline void sincospif(float x, float* s, float* c) {
+  const double a = 3.141592653589793 * (double)x;
+  *s = (float)std::sin(a);
+  *c = (float)std::cos(a);
+}
 
 // ---- CUDA runtime shims used by tests/gpu/test_kernels.cu ------------------------------------
 inline cudaError_t emu_cudaMalloc(void* pp, size_t n) {
