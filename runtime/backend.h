@@ -5,6 +5,7 @@
 #ifndef MF_BACKEND_H
 #define MF_BACKEND_H
 #include "plan.h"
+#include <stdio.h>
 
 typedef struct Backend Backend;
 struct Backend {
@@ -41,6 +42,9 @@ struct Backend {
   /* one optimizer step op by op, each op timed on the device (events, no graph: launch gaps
    * included); ms[i] = milliseconds of op i summed over the micro-steps. NULL on the CPU. */
   void (*profile_step)(Backend *, double *ms);
+  /* every matrix-product shape's candidate algorithms timed, a table to f (after profile_step: it overwrites
+   * activations and gradients). NULL on the CPU. */
+  void (*survey_matmuls)(Backend *, FILE *f);
   void (*sync)(Backend *);
 
   float (*read_loss)(Backend *);                          /* mean loss of the last step */

@@ -62,6 +62,8 @@ typedef struct {
   cublasLtMatmulDesc_t desc;                      /* matmul ops: descriptor, layouts, algo */
   cublasLtMatrixLayout_t la, lb, lc;
   cublasLtMatmulAlgo_t algo;
+  cublasLtMatmulAlgo_t cand[8];                   /* the heuristic's usable algorithms, best first (algo = cand[0]) */
+  int ncand;
   const Ref *ra, *rb, *rc;                        /* refs of A, B, C (docs/ir.md roles) */
   float alpha, beta;
 } OpExec;
@@ -518,6 +520,66 @@ static void gpu_profile_step(Backend *bk, double *ms) {
     }
   for (int i = 0; i <= p->nop; i++) cu.EventDestroy(ev[i]);
   free(ev);
+}
+
+/* For each matrix-product shape of the step (M N K ta tb epi beta), every usable algorithm the heuristic offered
+ * (setup_matmul keeps them, best first; it runs the first) timed on its op's own buffers: the median of 15 runs
+ * after 3. Prints, per shape, the calls per step, the time of the algorithm in use and of the fastest, and what a
+ * step would gain with the fastest everywhere. A diagnostic: it overwrites activations and gradients, so it
+ * runs last (runtime --bench --profile). */
+static void gpu_survey_matmuls(Backend *bk, FILE *f) {
+  Gpu *g = (Gpu *)bk;
+  const Plan *p = g->p;
+  CUevent e[16];
+  for (int k = 0; k < 16; k++) CU_CHECK(cu.EventCreate(&e[k], CU_EVENT_DEFAULT));
+  int *done = xcalloc((size_t)p->nop, sizeof *done);
+  double gain = 0, used_total = 0;
+  fprintf(f, "matmul algorithms (the heuristic's candidates, timed on the op's buffers):\n"
+             "| M | N | K | ta | tb | epi | calls | candidates | in use ms | fastest ms | fastest # | gain ms/step |\n"
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (int i = 0; i < p->nop; i++) {
+    const Op *op = &p->ops[i];
+    if (!g->ox[i].is_matmul || op->phase == PH_DEC || done[i]) continue;
+    double key[7] = {op_attr(p, op, "M"), op_attr(p, op, "N"), op_attr(p, op, "K"), op_attr(p, op, "ta"),
+                     op_attr(p, op, "tb"), attr_or(op, "epi", 0), g->ox[i].beta};
+    int calls = 0;
+    for (int j = i; j < p->nop; j++) {
+      const Op *o = &p->ops[j];
+      if (!g->ox[j].is_matmul || o->phase == PH_DEC) continue;
+      double kj[7] = {op_attr(p, o, "M"), op_attr(p, o, "N"), op_attr(p, o, "K"), op_attr(p, o, "ta"),
+                      op_attr(p, o, "tb"), attr_or(o, "epi", 0), g->ox[j].beta};
+      if (!memcmp(key, kj, sizeof key)) done[j] = 1, calls += o->phase == PH_OPT ? 1 : g->accum;
+    }
+    OpExec *x = &g->ox[i];
+    cublasLtMatmulAlgo_t keep = x->algo;
+    double best = 1e30, used = 0;
+    int bi = 0;
+    for (int c = 0; c < x->ncand; c++) {
+      x->algo = x->cand[c];
+      for (int r = 0; r < 3; r++) exec_op(g, i, 0);
+      float t[15];
+      for (int r = 0; r < 15; r++) {
+        CU_CHECK(cu.EventRecord(e[0], g->stream));
+        exec_op(g, i, 0);
+        CU_CHECK(cu.EventRecord(e[1], g->stream));
+        CU_CHECK(cu.EventSynchronize(e[1]));
+        CU_CHECK(cu.EventElapsedTime(&t[r], e[0], e[1]));
+      }
+      for (int a = 1; a < 15; a++)   /* insertion sort: the median */
+        for (int b = a; b > 0 && t[b] < t[b - 1]; b--) { float z = t[b]; t[b] = t[b - 1]; t[b - 1] = z; }
+      if (c == 0) used = t[7];
+      if (t[7] < best) best = t[7], bi = c;
+    }
+    x->algo = keep;
+    gain += calls * (used - best);
+    used_total += calls * used;
+    fprintf(f, "| %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %d | %d | %.4f | %.4f | %d | %.3f |\n", key[0], key[1], key[2],
+            key[3], key[4], key[5], calls, x->ncand, used, best, bi, calls * (used - best));
+  }
+  fprintf(f, "matmul algorithms: %.3f ms per step in the algorithms in use; the fastest candidates would save %.3f ms\n",
+          used_total, gain);
+  for (int k = 0; k < 16; k++) cu.EventDestroy(e[k]);
+  free(done);
 }
 
 static void gpu_sync(Backend *bk) {
@@ -989,8 +1051,12 @@ static void setup_matmul(Gpu *g, int i) {
     /* any refusal of the filtered query just means: ask again unfiltered */
     if (pass == 1 && s != CUBLAS_STATUS_SUCCESS && s != CUBLAS_STATUS_NOT_SUPPORTED)
       op_lt(op, "cublasLtMatmulAlgoGetHeuristic", s);
-    for (int k = 0; s == CUBLAS_STATUS_SUCCESS && k < found && pick < 0; k++)
-      if (res[k].state == CUBLAS_STATUS_SUCCESS && res[k].workspaceSize <= WORKSPACE_BYTES) pick = k;
+    x->ncand = 0;
+    for (int k = 0; s == CUBLAS_STATUS_SUCCESS && k < found; k++)
+      if (res[k].state == CUBLAS_STATUS_SUCCESS && res[k].workspaceSize <= WORKSPACE_BYTES) {
+        if (pick < 0) pick = k;
+        x->cand[x->ncand++] = res[k].algo;
+      }
   }
   lt.MatmulPreferenceDestroy(pref);
   if (pick < 0) {
@@ -1313,6 +1379,7 @@ Backend *gpu_backend_new(const Plan *p, const char *ptx_path, char *err, size_t 
   g->b.run_op = gpu_run_op;
   g->b.run_decode = gpu_run_decode;
   g->b.profile_step = gpu_profile_step;
+  g->b.survey_matmuls = gpu_survey_matmuls;
   g->b.sync = gpu_sync;
   g->b.read_loss = gpu_read_loss;
   g->b.read_grad_norm = gpu_read_grad_norm;

@@ -1,5 +1,6 @@
 /* profile.h — where one optimizer step's GPU time goes (runtime --bench --profile): each op timed
- * with device events, then two tables: time by op kind and phase, and the slowest ops. */
+ * with device events, then tables: time by op kind and phase, the slowest ops, the matrix products by
+ * shape, and (GPU) every shape's candidate cuBLASLt algorithms timed against the one in use. */
 #ifndef MF_PROFILE_H
 #define MF_PROFILE_H
 #include "backend.h"
