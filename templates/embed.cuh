@@ -123,29 +123,48 @@ __device__ __forceinline__ void mla_partners(const float a[8], float b[8], int j
   }
 }
 
-// mla_k:      k[n, h, :] = [knope[n, h·DN … h·DN+DN−1] ; R_t·krope[n, 0 … DR−1]]   (W = DN + DR per head,
-//             t = n mod T; ROPE = 0: krope copied unrotated — the decode program, whose attn_decode rotates)
-// Threads 0 … N·H·DN/8 − 1 copy one 8-chunk of knope each; the next N·DR/8 threads each turn one 8-chunk
-// of krope and write it to all H heads (DN, DR multiples of 8; with RoPE DR a multiple of 16, so a
-// half-split partner chunk is whole).
+// The thread map of mla_k and mla_k_bwd: threads 0 … N·H·DN/8 − 1 own one 8-chunk of the nope part (row n,
+// head h, column j of the head's DN), the next N·DR/8 threads one 8-chunk of the rope part (row n, column j of
+// DR; h = 0). Returns 0 (nope), 1 (rope) or −1 (past the end). DN, DR multiples of 8; with RoPE DR a multiple
+// of 16, so that a half-split partner chunk is whole.
 template <int N, int H, int DN, int DR, int ROPE, int T>
-__device__ void mla_k(const bf16* __restrict__ knope, const bf16* __restrict__ krope, bf16* __restrict__ k,
-                      float rope_base) {
+__device__ __forceinline__ int mla_chunk(long long& n, int& h, int& j) {
   static_assert(DN % 8 == 0 && DR % 8 == 0, "mla_k: dn and dr must be multiples of 8");
   static_assert(ROPE == 0 || (ROPE <= 2 && DR % 16 == 0 && T >= 1 && N % T == 0),
                 "mla_k: ROPE 1 or 2 needs dr a multiple of 16 and T dividing N");
-  constexpr int W = DN + DR, NV = H * DN / 8, RV = DR / 8;
+  constexpr int NV = H * DN / 8, RV = DR / 8;
   const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (idx < (long long)N * NV) {
-    const long long n = idx / NV;
-    const int c = (int)(idx % NV) * 8, h = c / DN, j = c % DN;
-    *reinterpret_cast<uint4*>(k + n * (H * W) + h * W + j) = *reinterpret_cast<const uint4*>(knope + n * (H * DN) + c);
-    return;
+    n = idx / NV;
+    const int c = (int)(idx % NV) * 8;
+    h = c / DN;
+    j = c % DN;
+    return 0;
   }
   const long long r = idx - (long long)N * NV;
-  if (r >= (long long)N * RV) return;
-  const long long n = r / RV;
-  const int j = (int)(r % RV) * 8;
+  if (r >= (long long)N * RV) return -1;
+  n = r / RV;
+  h = 0;
+  j = (int)(r % RV) * 8;
+  return 1;
+}
+
+// mla_k:      k[n, h, :] = [knope[n, h·DN … h·DN+DN−1] ; R_t·krope[n, 0 … DR−1]]   (W = DN + DR per head,
+//             t = n mod T; ROPE = 0: krope copied unrotated — the decode program, whose attn_decode rotates)
+// A rope chunk is turned once and written to all H heads.
+template <int N, int H, int DN, int DR, int ROPE, int T>
+__device__ void mla_k(const bf16* __restrict__ knope, const bf16* __restrict__ krope, bf16* __restrict__ k,
+                      float rope_base) {
+  constexpr int W = DN + DR;
+  long long n;
+  int h, j;
+  const int part = mla_chunk<N, H, DN, DR, ROPE, T>(n, h, j);
+  if (part == 0) {
+    *reinterpret_cast<uint4*>(k + n * (H * W) + h * W + j) =
+        *reinterpret_cast<const uint4*>(knope + n * (H * DN) + h * DN + j);
+    return;
+  }
+  if (part < 0) return;
   const uint4 raw = *reinterpret_cast<const uint4*>(krope + n * DR + j);
   uint4 val = raw;
   if constexpr (ROPE != 0) {
@@ -156,40 +175,33 @@ __device__ void mla_k(const bf16* __restrict__ knope, const bf16* __restrict__ k
     val = pack8(a);
   }
 #pragma unroll 4
-  for (int h = 0; h < H; ++h) *reinterpret_cast<uint4*>(k + n * (H * W) + h * W + DN + j) = val;
+  for (int g = 0; g < H; ++g) *reinterpret_cast<uint4*>(k + n * (H * W) + g * W + DN + j) = val;
 }
 
 // mla_k_bwd:  dknope[n, h, :] = dk[n, h, :DN]   (copies)
 //             dkrope[n, :]    = R_tᵀ Σ_h dk[n, h, DN:]   (h ascending, f32, rounded once; written; no Rᵀ when
 //                                                       ROPE = 0)
-// Threads 0 … N·H·DN/8 − 1 copy one 8-chunk of dknope each; the next N·DR/8 threads each sum one
-// 8-chunk of dkrope over the H heads (half-split: its partner chunk too), then un-rotate it.
+// A rope chunk's thread sums it over the H heads (half-split: its partner chunk too), then un-rotates it.
 template <int N, int H, int DN, int DR, int ROPE, int T>
 __device__ void mla_k_bwd(const bf16* __restrict__ dk, bf16* __restrict__ dknope, bf16* __restrict__ dkrope,
                           float rope_base) {
-  static_assert(DN % 8 == 0 && DR % 8 == 0, "mla_k_bwd: dn and dr must be multiples of 8");
-  static_assert(ROPE == 0 || (ROPE <= 2 && DR % 16 == 0 && T >= 1 && N % T == 0),
-                "mla_k_bwd: ROPE 1 or 2 needs dr a multiple of 16 and T dividing N");
-  constexpr int W = DN + DR, NV = H * DN / 8, RV = DR / 8;
-  const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx < (long long)N * NV) {
-    const long long n = idx / NV;
-    const int c = (int)(idx % NV) * 8, h = c / DN, j = c % DN;
-    *reinterpret_cast<uint4*>(dknope + n * (H * DN) + c) =
+  constexpr int W = DN + DR;
+  long long n;
+  int h, j;
+  const int part = mla_chunk<N, H, DN, DR, ROPE, T>(n, h, j);
+  if (part == 0) {
+    *reinterpret_cast<uint4*>(dknope + n * (H * DN) + h * DN + j) =
         *reinterpret_cast<const uint4*>(dk + n * (H * W) + h * W + j);
     return;
   }
-  const long long r = idx - (long long)N * NV;
-  if (r >= (long long)N * RV) return;
-  const long long n = r / RV;
-  const int j = (int)(r % RV) * 8;
+  if (part < 0) return;
   // Σ_h of the chunk at column jc of the rope slice, heads in ascending order
   auto head_sum = [&](int jc, float* acc) {
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] = 0.f;
-    for (int h = 0; h < H; ++h) {
+    for (int g = 0; g < H; ++g) {
       float v[8];
-      load8(dk + n * (H * W) + h * W + DN + jc, v);
+      load8(dk + n * (H * W) + g * W + DN + jc, v);
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[e] += v[e];
     }
