@@ -23,9 +23,10 @@
 -- attention_wg.cuh (same arguments and grid, their own shared memory): they can when the op has no dropout
 -- and no prefix and DQK ∈ {64, 128, 192}, DV ∈ {64, 128} (dK/dV: and no cluster, cluster(c) = 1), and are
 -- picked where they measured faster on an H200 (docs/perf.md, 2026-12-04, sessions 4 and 5): dQ and dK/dV always (the
--- backward rotates nothing); the forward without RoPE or with KROT = 1 (rotating each K tile in shared memory
--- costs it an extra barrier per tile, more than wgmma gains on one 64-row product; its one Q tile is cheap).
--- Otherwise, and for any other target, the mma.sync kernels of attention_gen.cuh.
+-- backward rotates nothing); the forward without RoPE (rotating each K tile in shared memory costs it an extra
+-- barrier per tile, more than wgmma gains on one 64-row product). With KROT = 1 the forward rotates its one Q
+-- tile only, so it takes wgmma by the no-RoPE measurement — a prediction not yet timed on a GPU (docs/perf.md,
+-- session 6). Otherwise, and for any other target, the mma.sync kernels of attention_gen.cuh.
 local function I(a, k, what)
   local v = math.tointeger(a[k])
   assert(v, what .. ": attr " .. k .. " = " .. tostring(a[k]) .. " is not an integer")
