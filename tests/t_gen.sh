@@ -41,6 +41,14 @@ check_error "gpt2_124m parameter count" 0 "parameters +124\.476M .*vocab 50257 p
   $GEN specs/gpt2_124m.lua --no-compile -o "$TMPDIR/g124"
 check_error "gpt2_124m FLOPs per token = 6N + 6LTD" 0 "FLOPs/token +0\.803 GFLOP" \
   $GEN specs/gpt2_124m.lua --no-compile -o "$TMPDIR/g124"
+# bench/floors.py (a step's time floors from its plan) counts GPT-2 124M's products as 2·tokens·N forward and
+# twice that backward (N = 12·12·768² + 768·50304 = 123,568,128 matmul weights, the tied head once; 16,384
+# tokens: 4049.1 and 8098.2 GFLOP) and its 12 causal attention forwards as 12·4·B·H·d·T(T+1)/2 = 309.5 GFLOP.
+floors=$(python3 bench/floors.py "$TMPDIR/g124/model.plan" 2>&1)
+check "floors.py: gpt2_124m matmuls 4049.1 + 8098.2 GFLOP, attention forward 309.5 GFLOP" \
+  sh -c "printf '%s\n' \"\$1\" | grep -q '^| fwd matmul | 49 | 4049.1 |' && printf '%s\n' \"\$1\" | grep -q '^| bwd matmul | 98 | 8098.2 |' && printf '%s\n' \"\$1\" | grep -q '^| fwd attention | 12 | 309.5 |'" _ "$floors"
+check_error "floors.py: a file that is no plan is refused, naming it" 1 "gpt2_tiny.lua:1: not a moonforge plan" \
+  python3 bench/floors.py specs/gpt2_tiny.lua
 
 # Every stage can be dumped, and each shows what its pass added.
 check_error "--dump spec"     0 'n_layer = 2'                 $GEN specs/gpt2_tiny.lua --dump spec
