@@ -627,6 +627,7 @@ static void k_attn_bwd_dq(Cpu *c, const Op *op, int micro) {
 static void k_attn_decode(Cpu *c, const Op *op, int micro) {
   CpuAttn a = attn_cfg(c, op, micro);
   if (a.dropout > 0) fatal(OPFMT ": attn_decode takes no dropout (got %g)", OPARGS(c, op), (double)a.dropout);
+  if (a.KROT) fatal(OPFMT ": attn_decode rotates the k it appends: KROT must be 0", OPARGS(c, op));
   cpu_attn_decode(&a, F(c, op, "q", a.B * a.LDQ), F(c, op, "k", a.B * a.LDK), F(c, op, "v", a.B * a.LDV),
                   dec_pos(c, op, a.T), F(c, op, "kcache", a.B * a.T * a.HKV * a.DQK),
                   F(c, op, "vcache", a.B * a.T * a.HKV * a.DV), F(c, op, "out", a.B * a.H * a.DV));

@@ -33,6 +33,7 @@ local function cfg(a)
     need(c.ROPE_DIM >= 2 and c.ROPE_DIM <= c.DQK and c.ROPE_DIM % 2 == 0, "ROPE_DIM = %d must be even in [2, DQK]", c.ROPE_DIM)
   end
   need((a.dropout or 0) == 0, "dropout = %s: decoding takes no dropout", tostring(a.dropout))
+  need((a.KROT or 0) == 0, "KROT = %s: attn_decode rotates the k it appends, so k must arrive unrotated", tostring(a.KROT))
   -- ParScale prefixes (docs/ir_parscale.md): attrs NPRE (absent or 0 = none) and NREP, refs pk, pv after v
   c.NPRE = a.NPRE == nil and 0 or I(a, "NPRE", what)
   need(c.NPRE >= 0, "NPRE = %d must be >= 0 (0 = no prefix)", c.NPRE)
