@@ -522,7 +522,14 @@ static void gpu_profile_step(Backend *bk, double *ms) {
   free(ev);
 }
 
-/* For each matrix-product shape of the step (M N K ta tb epi beta), every usable algorithm the heuristic offered
+/* the output's type (bf16 activation or f32 gradient): part of a matmul's shape for the survey below */
+static double c_type(Gpu *g, int i) {
+  DType dt;
+  ref_dev(g, g->ox[i].rc, 0, &dt, NULL);
+  return (double)dt;
+}
+
+/* For each matrix-product shape of the step (M N K ta tb epi beta, C's type), every usable algorithm the heuristic offered
  * (setup_matmul keeps them, best first; it runs the first) timed on its op's own buffers: the median of 15 runs
  * after 3. Prints, per shape, the calls per step, the time of the algorithm in use and of the fastest, and what a
  * step would gain with the fastest everywhere. A diagnostic: it overwrites activations and gradients, so it
@@ -530,24 +537,24 @@ static void gpu_profile_step(Backend *bk, double *ms) {
 static void gpu_survey_matmuls(Backend *bk, FILE *f) {
   Gpu *g = (Gpu *)bk;
   const Plan *p = g->p;
-  CUevent e[16];
-  for (int k = 0; k < 16; k++) CU_CHECK(cu.EventCreate(&e[k], CU_EVENT_DEFAULT));
+  CUevent e[2];
+  for (int k = 0; k < 2; k++) CU_CHECK(cu.EventCreate(&e[k], CU_EVENT_DEFAULT));
   int *done = xcalloc((size_t)p->nop, sizeof *done);
   double gain = 0, used_total = 0;
   fprintf(f, "matmul algorithms (the heuristic's candidates, timed on the op's buffers):\n"
-             "| M | N | K | ta | tb | epi | calls | candidates | in use ms | fastest ms | fastest # | gain ms/step |\n"
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+             "| M | N | K | ta | tb | epi | beta | C | calls | candidates | in use ms | fastest ms | fastest # | gain ms/step |\n"
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (int i = 0; i < p->nop; i++) {
     const Op *op = &p->ops[i];
     if (!g->ox[i].is_matmul || op->phase == PH_DEC || done[i]) continue;
-    double key[7] = {op_attr(p, op, "M"), op_attr(p, op, "N"), op_attr(p, op, "K"), op_attr(p, op, "ta"),
-                     op_attr(p, op, "tb"), attr_or(op, "epi", 0), g->ox[i].beta};
+    double key[8] = {op_attr(p, op, "M"), op_attr(p, op, "N"), op_attr(p, op, "K"), op_attr(p, op, "ta"),
+                     op_attr(p, op, "tb"), attr_or(op, "epi", 0), g->ox[i].beta, c_type(g, i)};
     int calls = 0;
     for (int j = i; j < p->nop; j++) {
       const Op *o = &p->ops[j];
       if (!g->ox[j].is_matmul || o->phase == PH_DEC) continue;
-      double kj[7] = {op_attr(p, o, "M"), op_attr(p, o, "N"), op_attr(p, o, "K"), op_attr(p, o, "ta"),
-                      op_attr(p, o, "tb"), attr_or(o, "epi", 0), g->ox[j].beta};
+      double kj[8] = {op_attr(p, o, "M"), op_attr(p, o, "N"), op_attr(p, o, "K"), op_attr(p, o, "ta"),
+                      op_attr(p, o, "tb"), attr_or(o, "epi", 0), g->ox[j].beta, c_type(g, j)};
       if (!memcmp(key, kj, sizeof key)) done[j] = 1, calls += o->phase == PH_OPT ? 1 : g->accum;
     }
     OpExec *x = &g->ox[i];
@@ -573,12 +580,13 @@ static void gpu_survey_matmuls(Backend *bk, FILE *f) {
     x->algo = keep;
     gain += calls * (used - best);
     used_total += calls * used;
-    fprintf(f, "| %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %d | %d | %.4f | %.4f | %d | %.3f |\n", key[0], key[1], key[2],
-            key[3], key[4], key[5], calls, x->ncand, used, best, bi, calls * (used - best));
+    fprintf(f, "| %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %g | %s | %d | %d | %.4f | %.4f | %d | %.3f |\n", key[0], key[1],
+            key[2], key[3], key[4], key[5], key[6], dtype_name((DType)key[7]), calls, x->ncand, used, best, bi,
+            calls * (used - best));
   }
   fprintf(f, "matmul algorithms: %.3f ms per step in the algorithms in use; the fastest candidates would save %.3f ms\n",
           used_total, gain);
-  for (int k = 0; k < 16; k++) cu.EventDestroy(e[k]);
+  for (int k = 0; k < 2; k++) cu.EventDestroy(e[k]);
   free(done);
 }
 
