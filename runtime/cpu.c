@@ -462,6 +462,8 @@ static void k_mla_k_bwd(Cpu *c, const Op *op, int micro) {
                 F(c, op, "dkrope", m.N * m.dr), m.N, m.H, m.dn, m.dr, (int)m.rope, m.T, m.base);
 }
 
+/* The attrs of attn / attn_bwd_dkdv / attn_bwd_dq, checked like attention_gen.lua checks them
+ * (minus the GPU's head-dim menu: the CPU takes any width). */
 static CpuAttn attn_cfg(Cpu *c, const Op *op, int micro) {
   CpuAttn a;
   memset(&a, 0, sizeof a);

@@ -29,9 +29,9 @@
 // Ordering: wgmma reads shared memory through the async proxy, so every thread runs fence.proxy.async after
 // its cp.async data landed (and after the RoPE pass rewrote a tile), before the barrier that publishes it.
 // Tiles are double-buffered with one barrier per tile (two in the forward with RoPE unless k arrives rotated,
-// KROT = 1; the backward reads the forward's rotated copies qr, kr and rotates nothing): tile n + 1 streams in while tile n is
-// used, lands (and is rotated) at the end of iteration n, and the barrier that publishes it also frees the
-// buffer of tile n for the next prefetch.
+// KROT = 1; the backward reads the forward's rotated copies qr, kr and rotates nothing): tile n + 1 streams in
+// while tile n is used, lands (and is rotated) at the end of iteration n, and the barrier that publishes it also
+// frees the buffer of tile n for the next prefetch.
 // wgmma.fence orders earlier register writes (accumulators, A fragments) before the products; commit +
 // wait_group 0 completes them before the results are read; wg_keep stops the compiler from moving
 // accumulator accesses across that window. A warpgroup's wgmma is collective, so no warp skips a tile
